@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: demo test test-all install ui clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/msvqa run configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Prefect UI and MLflow UI over the demo's stores, on 127.0.0.1 (Ctrl-C stops both).
+ui: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/data/demo/prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200 & \
+	prefect_pid=$$!; \
+	trap "kill $$prefect_pid" EXIT INT TERM; \
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/demo/mlflow.db \
+	  --default-artifact-root $(CURDIR)/data/demo/mlartifacts
+
+clean-demo:
+	rm -rf data/demo

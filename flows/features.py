@@ -1,0 +1,76 @@
+"""Features flow: run the stored clips through both backbones into the feature store, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+
+from configs.errors import UserError
+from configs.schema import PipelineConfig
+from flows.runtime import task_runner
+from storage.store import GroupRef, SpecGroup, Store
+from tasks.clips import clip_spec
+from tasks.features import backbone_out_dims, feature_spec, prepare_feature_group, process_feature_rows
+
+
+@task(name="extract-features", cache_policy=NO_CACHE, retries=1)
+def extract_features_task(clip_ref: GroupRef, feature_ref: GroupRef, rows: list[int], config: PipelineConfig) -> list[int]:
+    return process_feature_rows(clip_ref, feature_ref, rows, config.features)
+
+
+def clip_group_for(config: PipelineConfig) -> SpecGroup:
+    store = Store(config.store.path)
+    group = store.spec_group(config.dataset.name, "clips", clip_spec(config.clips))
+    if "video_ids" not in group.attrs:
+        raise UserError(f"store {config.store.path} has no clips for this clip spec yet: run `msvqa clips` first")
+    return group
+
+
+def feature_group_for(config: PipelineConfig, clips: SpecGroup) -> SpecGroup:
+    store = Store(config.store.path)
+    return store.spec_group(config.dataset.name, "features", feature_spec(config.features, clips.ref.spec_hash))
+
+
+def features_flow_body(config: PipelineConfig) -> dict:
+    logger = get_run_logger()
+    clips = clip_group_for(config)
+    features = feature_group_for(config, clips)
+    video_ids = clips.attrs["video_ids"]
+    features.update_attrs(video_ids=video_ids, names=clips.attrs["names"], clips=clips.ref.path)
+    prepare_feature_group(features, len(video_ids), config.clips.num_clips, config.clips.frames_per_clip,
+                          backbone_out_dims(config.features))
+    random_init = [name for name, bb in (("appearance", config.features.appearance), ("motion", config.features.motion))
+                   if bb.weights is None]
+    if random_init:
+        # Loud on purpose: features from untrained backbones are only good for demos and tests.
+        logger.warning("features: no weights configured for %s: backbones are RANDOMLY INITIALISED",
+                       " and ".join(random_init))
+    features.update_attrs(random_init=random_init)
+    todo = np.flatnonzero(clips.completed() & ~features.completed()).tolist()
+    size = config.clips.videos_per_task
+    batches = [todo[start:start + size] for start in range(0, len(todo), size)]
+    logger.info("features %s: %d videos to extract in %d tasks", features.ref.path, len(todo), len(batches))
+    futures = extract_features_task.map(unmapped(clips.ref), unmapped(features.ref), batches, unmapped(config)) \
+        if batches else []
+    written = [row for future in futures for row in future.result()]
+    features.mark_complete(written)
+    summary = {
+        "group": features.ref.path,
+        "spec_hash": features.ref.spec_hash,
+        "complete": int(features.completed().sum()),
+        "extracted_now": len(written),
+        "random_init": random_init,
+    }
+    logger.info("features: %s", summary)
+    return summary
+
+
+@flow(name="features")
+def features_flow(config: PipelineConfig) -> dict:
+    """Extract appearance (per frame) and motion (per clip) features for every stored video."""
+    return features_flow_body(config)
+
+
+def run_features(config: PipelineConfig) -> dict:
+    return features_flow.with_options(task_runner=task_runner(config.runner))(config)

@@ -1,0 +1,88 @@
+"""Process set-up for flows: Prefect's home and API, telemetry off, and the task runner.
+
+`prepare_environment` must run before prefect or mlflow is imported, because both read their settings
+at import time; the CLI calls it right after loading the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from configs.schema import RunnerConfig
+
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_UI_ENABLED": "true",
+}
+
+
+def prefect_home(data_dir: Path) -> Path:
+    return Path(data_dir) / "prefect"
+
+
+def prepare_environment(data_dir: Path) -> None:
+    """Keep Prefect's database inside the data folder and switch telemetry off."""
+    os.environ.update(TELEMETRY_OFF)
+    # An explicitly configured PREFECT_HOME (e.g. `make ui` sharing one) wins over the default.
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(prefect_home(data_dir))))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """Use PREFECT_API_URL when set (a running server); else start one temporary local server.
+
+    Starting it here, once, and exporting its URL lets Dask worker processes report to the same
+    server instead of each starting their own.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+def task_runner(runner: RunnerConfig):
+    """Threads for `local`; prefect-dask on a LocalCluster, or on an existing cluster given by address."""
+    if runner.kind == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=runner.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    return DaskTaskRunner(cluster_kwargs={
+        "n_workers": runner.workers,
+        "threads_per_worker": runner.threads_per_worker,
+        "processes": True,
+        "dashboard_address": ":0",
+    })
+
+
+def configure_logging_quiet() -> None:
+    import logging
+
+    for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+

@@ -1,0 +1,130 @@
+"""A read-only torch Dataset of questions joined with their videos' stored features or clips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.types import Batch
+from storage.store import GroupRef, open_group
+
+TEXT_FIELDS = ("questions", "lengths", "answers", "answer_known", "video_ids", "question_ids", "qtypes")
+
+
+@dataclass
+class QAArrays:
+    """One split's encoded questions; `video_rows` is -1 where the video has no stored data."""
+
+    questions: np.ndarray  # [N, L] int64
+    lengths: np.ndarray  # [N]
+    answers: np.ndarray  # [N]
+    answer_known: np.ndarray  # [N] bool
+    video_ids: np.ndarray  # [N]
+    question_ids: np.ndarray  # [N]
+    qtypes: np.ndarray  # [N]
+    video_rows: np.ndarray  # [N]
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def subset(self, mask: np.ndarray) -> "QAArrays":
+        return QAArrays(**{name: getattr(self, name)[mask] for name in self.__dataclass_fields__})
+
+
+def load_split(text_ref: GroupRef, split: str, video_ids_by_row: list[int] | None = None,
+               usable_rows: np.ndarray | None = None) -> QAArrays:
+    """Read one split; map each question's video id to its store row when an index is given."""
+    text = open_group(text_ref, mode="r")
+    data = {name: text.read(f"{split}/{name}") for name in TEXT_FIELDS}
+    rows = np.full(len(data["questions"]), -1, dtype=np.int64)
+    if video_ids_by_row is not None:
+        row_of = {vid: row for row, vid in enumerate(video_ids_by_row)}
+        rows = np.array([row_of.get(int(v), -1) for v in data["video_ids"]], dtype=np.int64)
+        if usable_rows is not None:
+            ok = np.zeros(len(video_ids_by_row), dtype=bool)
+            ok[usable_rows] = True
+            rows = np.where((rows >= 0) & ok[np.clip(rows, 0, None)], rows, -1)
+    data["answer_known"] = data["answer_known"].astype(bool)
+    return QAArrays(video_rows=rows, **data)
+
+
+class VideoArrays:
+    """Per-video arrays of one store group, either all in memory or read lazily per row.
+
+    Lazy mode opens Zarr on first use, so each DataLoader worker opens its own handle.
+    """
+
+    def __init__(self, ref: GroupRef, names: tuple[str, ...], in_memory: bool):
+        self.ref, self.names, self.in_memory = ref, names, in_memory
+        self._cache: dict[str, np.ndarray] | None = None
+        self._group = None
+        if in_memory:
+            group = open_group(ref, mode="r")
+            self._cache = {name: group.read(name) for name in names}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_group"] = None
+        return state
+
+    def row(self, name: str, row: int) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[name][row]
+        if self._group is None:
+            self._group = open_group(self.ref, mode="r")
+        return self._group.read(name, row)
+
+
+class QADataset(Dataset):
+    """Items are dicts of numpy values; `collate` turns a list of them into a `Batch`."""
+
+    def __init__(self, arrays: QAArrays, features: VideoArrays | None = None, clips: VideoArrays | None = None):
+        self.arrays, self.features, self.clips = arrays, features, clips
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray | int]:
+        a = self.arrays
+        item: dict[str, np.ndarray | int] = {
+            "question": a.questions[index],
+            "length": int(a.lengths[index]),
+            "answer": int(a.answers[index]),
+            "index": index,
+        }
+        row = int(a.video_rows[index])
+        item["video_row"] = row
+        if self.features is not None:
+            item["appearance"] = self.features.row("appearance", row)  # [C, F, Da] f16
+            item["motion"] = self.features.row("motion", row)  # [C, Dm] f16
+        if self.clips is not None:
+            item["appearance_clips"] = self.clips.row("appearance", row)  # [C, F, H, W, 3] uint8
+            item["motion_clips"] = self.clips.row("motion", row)
+        return item
+
+
+def collate(items: list[dict]) -> Batch:
+    """Stack items; trim question padding to the longest question in the batch."""
+    lengths = torch.tensor([item["length"] for item in items], dtype=torch.int64)
+    width = int(lengths.max())
+    questions = torch.from_numpy(np.stack([item["question"][:width] for item in items]).astype(np.int64))
+
+    def stacked(name: str, dtype: torch.dtype | None) -> torch.Tensor | None:
+        if name not in items[0]:
+            return None
+        tensor = torch.from_numpy(np.stack([item[name] for item in items]))
+        return tensor.to(dtype) if dtype is not None else tensor
+
+    return Batch(
+        question=questions,  # [B, L]
+        question_len=lengths,  # [B]
+        appearance=stacked("appearance", torch.float32),  # [B, C, F, Da]
+        motion=stacked("motion", torch.float32),  # [B, C, Dm]
+        appearance_clips=stacked("appearance_clips", None),  # [B, C, F, H, W, 3] uint8
+        motion_clips=stacked("motion_clips", None),
+        answer=torch.tensor([item["answer"] for item in items], dtype=torch.int64),
+        item_index=torch.tensor([item["index"] for item in items], dtype=torch.int64),
+    )

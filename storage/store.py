@@ -1,0 +1,171 @@
+"""The Zarr store behind one small API: spec-named groups, one video per chunk, driver-recorded completion.
+
+Layout: `<dataset>/<kind>/<spec-hash>/<array>`. A group's spec is stored in its attributes and the hash of
+the spec is its name, so two configurations live side by side. Only this package imports zarr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import zarr
+
+COMPLETE = "complete"  # uint8 [N]: 1 once the driver has seen the row's data written
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able spec (key order does not matter)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """Where a spec group lives: enough to reopen it in another process."""
+
+    store: str
+    path: str  # e.g. "msvd_qa/clips/1a2b3c4d5e6f"
+
+    @property
+    def spec_hash(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+class SpecGroup:
+    """One spec-named group: preallocated arrays, completion flags, quarantine and padding records."""
+
+    def __init__(self, group: zarr.Group, ref: GroupRef):
+        self._group = group
+        self.ref = ref
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self._group.attrs.get("spec", {}))
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    def update_attrs(self, **values: Any) -> None:
+        self._group.attrs.update(values)
+
+    def ensure_array(self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None,
+                     fill_value: Any = 0) -> None:
+        """Create `name` unless it exists with this shape and dtype (a resumed run keeps its data)."""
+        if name in self._group.array_keys():
+            existing = self._group[name]
+            if tuple(existing.shape) == tuple(shape) and np.dtype(existing.dtype) == np.dtype(dtype):
+                return
+            raise ValueError(f"array {self.ref.path}/{name} exists with shape {existing.shape}, not {shape}")
+        self._group.create_array(name, shape=shape, chunks=chunks or shape, dtype=dtype, fill_value=fill_value)
+
+    def has_array(self, name: str) -> bool:
+        return name in self._group.array_keys()
+
+    def write(self, name: str, value: np.ndarray, row: int | None = None) -> None:
+        """Write a whole array (row None) or one row; with one row per chunk, writers never collide."""
+        array = self._group[name]
+        if row is None:
+            array[...] = value
+        else:
+            array[row] = value
+
+    def read(self, name: str, rows: int | slice | np.ndarray | None = None) -> np.ndarray:
+        array = self._group[name]
+        if rows is None:
+            return array[...]
+        if isinstance(rows, np.ndarray):
+            return array.get_orthogonal_selection((rows,))
+        return array[rows]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._group[name].shape)
+
+    def array_info(self) -> list[dict[str, Any]]:
+        infos = []
+        for name in sorted(self._group.array_keys()):
+            array = self._group[name]
+            infos.append({
+                "name": name,
+                "path": f"{self.ref.path}/{name}",
+                "shape": list(array.shape),
+                "dtype": str(array.dtype),
+                "chunks": list(array.chunks),
+                "bytes_stored": int(array.nbytes_stored()),
+            })
+        return infos
+
+    # Completion: written by the driver only, after the workers returned.
+    def completed(self) -> np.ndarray:
+        return self.read(COMPLETE).astype(bool)
+
+    def mark_complete(self, rows: Iterable[int]) -> None:
+        flags = self.read(COMPLETE)
+        flags[list(rows)] = 1
+        self.write(COMPLETE, flags)
+
+    def quarantined(self) -> dict[str, str]:
+        return dict(self._group.attrs.get("quarantined", {}))
+
+    def quarantine(self, reasons: dict[str, str]) -> None:
+        merged = self.quarantined() | reasons
+        self._group.attrs["quarantined"] = merged
+
+    def padded(self) -> list[str]:
+        return list(self._group.attrs.get("padded", []))
+
+    def record_padded(self, names: Iterable[str]) -> None:
+        self._group.attrs["padded"] = sorted(set(self.padded()) | set(names))
+
+
+class Store:
+    """A Zarr store on the local filesystem."""
+
+    def __init__(self, path: Path | str, mode: str = "a"):
+        self.path = Path(path)
+        if mode == "r" and not self.path.exists():
+            raise FileNotFoundError(f"store {self.path} does not exist")
+        self._root = zarr.open_group(store=str(self.path), mode=mode)
+
+    def spec_group(self, dataset: str, kind: str, spec: dict[str, Any]) -> SpecGroup:
+        """The group for this spec, created (with the spec in its attributes) when missing."""
+        path = f"{dataset}/{kind}/{spec_hash(spec)}"
+        group = self._root.require_group(path)
+        if "spec" not in group.attrs:
+            group.attrs.update({"spec": json.loads(json.dumps(spec, default=str)), "kind": kind})
+        return SpecGroup(group, GroupRef(str(self.path), path))
+
+    def open(self, ref: GroupRef | str) -> SpecGroup:
+        path = ref.path if isinstance(ref, GroupRef) else ref
+        if path not in self._root:
+            raise KeyError(f"store {self.path} has no group {path}")
+        return SpecGroup(self._root[path], GroupRef(str(self.path), path))
+
+    def find(self, dataset: str, kind: str) -> list[SpecGroup]:
+        """Every group of one kind for a dataset, oldest spec first is not guaranteed: sorted by name."""
+        base = f"{dataset}/{kind}"
+        if base not in self._root:
+            return []
+        return [self.open(f"{base}/{name}") for name in sorted(self._root[base].group_keys())]
+
+    def delete(self, ref: GroupRef | str) -> None:
+        path = ref.path if isinstance(ref, GroupRef) else ref
+        # A half-written group (never completed) is removed whole so a rerun starts it clean.
+        shutil.rmtree(self.path / path, ignore_errors=True)
+
+    def datasets(self) -> list[str]:
+        return sorted(self._root.group_keys())
+
+    def kinds(self, dataset: str) -> list[str]:
+        return sorted(self._root[dataset].group_keys()) if dataset in self._root else []
+
+
+def open_group(ref: GroupRef, mode: str = "a") -> SpecGroup:
+    """Reopen a group from its reference, e.g. inside a Dask worker or a DataLoader worker."""
+    return Store(ref.store, mode=mode).open(ref)

@@ -1,0 +1,86 @@
+"""The clip stage's unit of work: decode a few videos and write each into its own row of the clip store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from configs.schema import ClipsConfig
+from storage.store import GroupRef, SpecGroup, open_group
+from tasks.sampling import sample_frame_indices
+from tasks.video import VideoError, decode_clips, probe_video
+
+# Bump when decoding changes what lands in the store: it is part of the clip spec, hence of the hash.
+DECODER_VERSION = "ffmpeg-select-scale-bicubic-v1"
+APPEARANCE = "appearance"
+MOTION = "motion"
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    row: int
+    video_id: int
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ClipOutcome:
+    row: int
+    name: str
+    ok: bool
+    reason: str = ""
+    padded: bool = False
+    num_frames: int = 0
+
+
+def clip_spec(cfg: ClipsConfig) -> dict:
+    """What determines the stored clips; its hash names the clip group."""
+    return {
+        "num_clips": cfg.num_clips,
+        "frames_per_clip": cfg.frames_per_clip,
+        "sampling": cfg.sampling,
+        "appearance_size": cfg.appearance_size,
+        "motion_size": cfg.motion_size,
+        "decoder": DECODER_VERSION,
+    }
+
+
+def prepare_clip_group(group: SpecGroup, cfg: ClipsConfig, num_videos: int) -> None:
+    """Preallocate both arrays, one video per chunk, so parallel writers never share a chunk."""
+    c, f = cfg.num_clips, cfg.frames_per_clip
+    a, m = cfg.appearance_size, cfg.motion_size
+    group.ensure_array(APPEARANCE, (num_videos, c, f, a, a, 3), "uint8", chunks=(1, c, f, a, a, 3))
+    group.ensure_array(MOTION, (num_videos, c, f, m, m, 3), "uint8", chunks=(1, c, f, m, m, 3))
+    # Whole-array bookkeeping: written by the driver alone, after the workers returned.
+    group.ensure_array("num_frames", (num_videos,), "int64", fill_value=0)
+    group.ensure_array("complete", (num_videos,), "uint8", fill_value=0)
+
+
+def decode_one(job: ClipJob, cfg: ClipsConfig) -> tuple[np.ndarray, np.ndarray, bool, int]:
+    """(appearance [c,f,A,A,3], motion [c,f,M,M,3], padded, num_frames) of one video; raises VideoError."""
+    info = probe_video(Path(job.path), timeout_s=cfg.timeout_s)
+    indices = sample_frame_indices(info.num_frames, cfg.num_clips, cfg.frames_per_clip, cfg.sampling)  # [c, f]
+    appearance, motion = decode_clips(Path(job.path), indices, cfg.appearance_size, cfg.motion_size,
+                                      timeout_s=cfg.timeout_s)
+    # A clip that repeats a frame was padded: the video is shorter than the sampling needs.
+    padded = any(len(np.unique(clip)) < len(clip) for clip in indices)
+    return appearance, motion, padded, info.num_frames
+
+
+def process_clip_jobs(ref: GroupRef, jobs: list[ClipJob], cfg: ClipsConfig) -> list[dict]:
+    """Decode and write each job's row; a bad video is reported, never written as zeros."""
+    group = open_group(ref)
+    outcomes = []
+    for job in jobs:
+        try:
+            appearance, motion, padded, num_frames = decode_one(job, cfg)
+        except VideoError as exc:
+            outcomes.append(ClipOutcome(job.row, job.name, ok=False, reason=exc.reason))
+            continue
+        group.write(APPEARANCE, appearance, row=job.row)
+        group.write(MOTION, motion, row=job.row)
+        outcomes.append(ClipOutcome(job.row, job.name, ok=True, padded=padded, num_frames=num_frames))
+    return [asdict(outcome) for outcome in outcomes]

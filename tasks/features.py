@@ -1,0 +1,94 @@
+"""The feature stage's unit of work: run stored clips through the backbones, one video per row."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from configs.schema import BackboneConfig, FeaturesConfig
+from models.backbones import NormalizeInput, build_backbone
+from storage.store import GroupRef, SpecGroup, open_group
+from tasks.clips import APPEARANCE, MOTION
+from tasks.device import resolve_device
+from tasks.weights import load_backbone_weights, sha256_file
+
+FEATURE_DTYPE = "float16"
+
+
+def backbone_spec(cfg: BackboneConfig) -> dict:
+    return {
+        "backbone": cfg.backbone,
+        "weights_sha256": sha256_file(cfg.weights) if cfg.weights else None,
+        "normalization": cfg.normalization,
+    }
+
+
+def feature_spec(cfg: FeaturesConfig, clip_hash: str) -> dict:
+    """What determines the stored features; random-init backbones depend on the seed too."""
+    return {
+        "clips": clip_hash,
+        "appearance": backbone_spec(cfg.appearance),
+        "motion": backbone_spec(cfg.motion),
+        "seed": cfg.seed,
+        "dtype": FEATURE_DTYPE,
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def load_backbone(name: str, weights: str | None, seed: int, device: str) -> torch.nn.Module:
+    """Build a backbone once per process; without weights its init is seeded so every worker agrees."""
+    torch.manual_seed(seed)
+    model = build_backbone(name)
+    if weights:
+        load_backbone_weights(model, Path(weights))
+    return model.eval().to(device)
+
+
+def backbone_out_dims(cfg: FeaturesConfig) -> tuple[int, int]:
+    return build_backbone(cfg.appearance.backbone).out_dim, build_backbone(cfg.motion.backbone).out_dim
+
+
+def prepare_feature_group(group: SpecGroup, num_videos: int, clips: int, frames: int, dims: tuple[int, int]) -> None:
+    app_dim, mot_dim = dims
+    group.ensure_array(APPEARANCE, (num_videos, clips, frames, app_dim), FEATURE_DTYPE, chunks=(1, clips, frames, app_dim))
+    group.ensure_array(MOTION, (num_videos, clips, mot_dim), FEATURE_DTYPE, chunks=(1, clips, mot_dim))
+    group.ensure_array("complete", (num_videos,), "uint8", fill_value=0)
+
+
+@torch.inference_mode()
+def _run_batches(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    outputs = [model(inputs[start:start + batch_size]) for start in range(0, inputs.shape[0], batch_size)]
+    return torch.cat(outputs).float().cpu()
+
+
+def extract_video(appearance: np.ndarray, motion: np.ndarray, cfg: FeaturesConfig, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one video: appearance [c, f, Da] per frame, motion [c, Dm] per clip."""
+    app_model = load_backbone(cfg.appearance.backbone, str(cfg.appearance.weights or ""), cfg.seed, device)
+    mot_model = load_backbone(cfg.motion.backbone, str(cfg.motion.weights or ""), cfg.seed, device)
+    c, f = appearance.shape[:2]
+    app_norm = NormalizeInput(cfg.appearance.normalization).to(device)
+    mot_norm = NormalizeInput(cfg.motion.normalization).to(device)
+    frames = torch.from_numpy(appearance).to(device).flatten(0, 1)  # [c*f, A, A, 3] uint8
+    frames = app_norm(frames)  # [c*f, 3, A, A]
+    app = _run_batches(app_model, frames, cfg.appearance.batch_size).reshape(c, f, -1)  # [c, f, Da]
+    clips = mot_norm(torch.from_numpy(motion).to(device))  # [c, f, 3, M, M]
+    clips = clips.permute(0, 2, 1, 3, 4).contiguous()  # [c, 3, f, M, M]
+    mot = _run_batches(mot_model, clips, cfg.motion.batch_size)  # [c, Dm]
+    return app.numpy().astype(FEATURE_DTYPE), mot.numpy().astype(FEATURE_DTYPE)
+
+
+def process_feature_rows(clip_ref: GroupRef, feature_ref: GroupRef, rows: list[int], cfg: FeaturesConfig) -> list[int]:
+    """Extract and write features for `rows`; returns the rows written (the driver marks them complete)."""
+    clips = open_group(clip_ref, mode="r")
+    features = open_group(feature_ref)
+    device = resolve_device(cfg.device)
+    written = []
+    for row in rows:
+        app, mot = extract_video(clips.read(APPEARANCE, row), clips.read(MOTION, row), cfg, device)
+        features.write(APPEARANCE, app, row=row)
+        features.write(MOTION, mot, row=row)
+        written.append(row)
+    return written

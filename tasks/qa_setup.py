@@ -1,0 +1,105 @@
+"""Everything training and evaluation need from the store, resolved once from the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from configs.errors import UserError
+from configs.schema import ModelConfig, PipelineConfig
+from models.registry import build_model
+from storage.qa_dataset import QADataset, VideoArrays, load_split
+from storage.store import SpecGroup, Store, spec_hash
+from tasks.clips import clip_spec
+from tasks.features import feature_spec
+from tasks.layout import SPLITS
+from tasks.text import Vocabularies
+from tasks.text_store import read_vocabularies, text_spec
+
+
+@dataclass
+class QAData:
+    """The three splits over one text group, one clip group and one feature group."""
+
+    text: SpecGroup
+    clips: SpecGroup | None
+    features: SpecGroup | None
+    vocab: Vocabularies
+    splits: dict[str, QADataset]
+    dropped: dict[str, int]  # questions per split whose video has no stored features
+    glove: torch.Tensor | None
+
+    @property
+    def spec_hashes(self) -> dict[str, str]:
+        groups = {"text": self.text, "clips": self.clips, "features": self.features}
+        return {name: g.ref.spec_hash for name, g in groups.items() if g is not None}
+
+
+def _complete_group(store: Store, config: PipelineConfig, kind: str, spec: dict, stage: str) -> SpecGroup:
+    group = store.spec_group(config.dataset.name, kind, spec)
+    ready = group.attrs.get("complete") if kind == "text" else group.has_array("complete")
+    if not ready:
+        raise UserError(f"store {config.store.path} has no {kind} for this config yet: run `msvqa {stage}` first")
+    return group
+
+
+def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips: bool = False) -> QAData:
+    """Open the groups this config names; questions whose video is not stored are set aside and counted."""
+    store = Store(config.store.path)
+    text = _complete_group(store, config, "text", text_spec(config.text, config.dataset.root), "text")
+    clips = features = None
+    video_ids = usable = None
+    if with_video:
+        clips = _complete_group(store, config, "clips", clip_spec(config.clips), "clips")
+        features = _complete_group(store, config, "features", feature_spec(config.features, clips.ref.spec_hash),
+                                   "features")
+        video_ids = list(features.attrs["video_ids"])
+        usable = np.flatnonzero(features.completed())
+        if len(usable) == 0:
+            raise UserError(f"feature group {features.ref.path} holds no complete video: run `msvqa features`")
+    feature_arrays = VideoArrays(features.ref, ("appearance", "motion"), in_memory=True) if features else None
+    clip_arrays = VideoArrays(clips.ref, ("appearance", "motion"), in_memory=False) if (with_clips and clips) else None
+    splits, dropped = {}, {}
+    for split in SPLITS:
+        arrays = load_split(text.ref, split, video_ids, usable)
+        if with_video:
+            keep = arrays.video_rows >= 0
+            dropped[split] = int((~keep).sum())
+            arrays = arrays.subset(keep)
+        else:
+            dropped[split] = 0
+        splits[split] = QADataset(arrays, feature_arrays if with_video else None, clip_arrays)
+    glove = torch.from_numpy(text.read("glove")) if text.has_array("glove") else None
+    return QAData(text, clips, features, read_vocabularies(text.ref), splits, dropped, glove)
+
+
+def feature_dims(data: QAData) -> tuple[int, int]:
+    if data.features is None:
+        return 1, 1
+    return data.features.shape("appearance")[-1], data.features.shape("motion")[-1]
+
+
+def make_model(model_cfg: ModelConfig, config: PipelineConfig, data: QAData, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    app_dim, mot_dim = feature_dims(data)
+    return build_model(
+        model_cfg,
+        question_vocab_size=len(data.vocab.question_token_to_idx),
+        answer_vocab_size=len(data.vocab.answer_token_to_idx),
+        appearance_dim=app_dim,
+        motion_dim=mot_dim,
+        num_clips=config.clips.num_clips,
+        frames_per_clip=config.clips.frames_per_clip,
+        word_dim=config.text.word_dim,
+        glove=data.glove,
+    )
+
+
+def training_dir(config: PipelineConfig, data: QAData, model_cfg: ModelConfig) -> Path:
+    """Checkpoints are keyed by everything that shapes training, so a rerun of the same config resumes."""
+    train = config.train.model_dump(mode="json", exclude={"device", "num_workers", "checkpoint_dir", "baseline"})
+    key = spec_hash({"model": model_cfg.model_dump(mode="json"), "train": train, "data": data.spec_hashes})
+    return Path(config.train.checkpoint_dir) / f"{model_cfg.name}-{key}"

@@ -1,0 +1,236 @@
+"""Probe a video and decode chosen frames at two square sizes, both with the ffmpeg binary alone (no ffprobe)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from tasks.ffmpeg_bin import ffmpeg_binary
+
+# Messages by which ffmpeg's demuxers report that the data stops before the file says it should.
+_TRUNCATION_MARKERS = (
+    "moov atom not found",
+    "atom truncated",
+    "partial file",
+    "file ended prematurely",
+    "packet corrupt",
+    "corrupt input packet",
+)
+# The first video stream that is real footage, not cover art ("V" skips attached pictures).
+_VIDEO_STREAM = "V:0"
+
+
+class VideoError(Exception):
+    """A video file that cannot be used; `reason` says why in a few words, the message names the file."""
+
+    def __init__(self, path: Path, reason: str, detail: str) -> None:
+        super().__init__(f"Video {path}: {detail}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What msvqa needs to know about a video before sampling it."""
+
+    width: int
+    height: int
+    fps: float  # as ffmpeg reports it (rounded to about 4 digits); 0.0 when the file states no rate
+    num_frames: int  # frames the decoder actually produces, counted by decoding them all
+    codec: str
+
+
+def probe_video(path: Path, timeout_s: float) -> VideoInfo:
+    """Describe the first video stream of `path` and count its frames exactly, by decoding it once.
+
+    Frames are counted by a full decode (to ffmpeg's null muxer, frame timing passed through) rather
+    than from packets or headers, because only the decoder says how many frames there really are.
+    Raises VideoError with reason "not found", "empty file", "not a video", "no video stream",
+    "truncated", "too few frames", "timeout" or "ffmpeg failed".
+    """
+    _require_nonempty_file(path)
+    args = [
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats",
+        # Frames as stored, the way PyAV and decode_clips see them.
+        "-noautorotate",
+        "-i", str(path),
+        "-map", f"0:{_VIDEO_STREAM}",
+        "-fps_mode", "passthrough",
+        "-f", "null",
+        "-progress", "pipe:1",
+        "-",
+    ]  # fmt: skip
+    result = _run(args, path, timeout_s)
+    stderr = result.stderr.decode("utf-8", errors="replace")
+    if result.returncode != 0:
+        raise _failure(path, stderr)
+    marker = _truncation_marker(stderr)
+    if marker is not None:
+        raise VideoError(path, "truncated", f"the file is truncated (ffmpeg: {marker}).")
+    stream = _parse_video_stream(stderr)
+    if stream is None:
+        raise VideoError(path, "no video stream", "the file has no video stream.")
+    codec, width, height, fps = stream
+    counts = re.findall(r"^frame=(\d+)\s*$", result.stdout.decode("ascii", errors="replace"), re.M)
+    num_frames = int(counts[-1]) if counts else 0
+    if num_frames < 1:
+        raise VideoError(path, "too few frames", "the video stream has no decodable frame.")
+    return VideoInfo(width=width, height=height, fps=fps, num_frames=num_frames, codec=codec)
+
+
+def decode_clips(
+    path: Path, indices: np.ndarray, appearance_size: int, motion_size: int, timeout_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the frames `indices` [c, f] of `path`, each resized (bicubic, to a square) at two sizes.
+
+    Returns uint8 RGB arrays appearance [c, f, A, A, 3] and motion [c, f, M, M, 3]. One ffmpeg run
+    decodes the video once, keeps only the distinct requested frames (select on the decoder's frame
+    number, timing passed through so nothing is duplicated or dropped), scales each at both sizes and
+    sends both pictures stacked in one raw frame; a repeated index reuses the same decoded frame.
+    Raises VideoError "truncated" when ffmpeg delivers fewer frames than requested or reports a cut
+    file, and the other reasons of probe_video when the file cannot be opened.
+    """
+    _require_frame_indices(indices)
+    for name, size in (("appearance_size", appearance_size), ("motion_size", motion_size)):
+        if size < 1:
+            raise ValueError(f"{name} must be a positive number of pixels, got {size}.")
+    _require_nonempty_file(path)
+    wanted = np.unique(indices)  # [u] sorted distinct frame numbers
+    width = max(appearance_size, motion_size)
+    height = appearance_size + motion_size
+    frame_bytes = height * width * 3
+
+    result = _run(_decode_command(path, wanted, appearance_size, motion_size), path, timeout_s)
+    stderr = result.stderr.decode("utf-8", errors="replace")
+    if result.returncode != 0:
+        raise _failure(path, stderr)
+    marker = _truncation_marker(stderr)
+    if marker is not None:
+        raise VideoError(path, "truncated", f"the file is truncated (ffmpeg: {marker}).")
+    got = len(result.stdout) // frame_bytes
+    if got < len(wanted):
+        raise VideoError(
+            path,
+            "truncated",
+            f"ffmpeg decoded {got} of the {len(wanted)} requested frames (last requested: "
+            f"{int(wanted[-1])}), so the file is truncated or shorter than planned.",
+        )
+    stacked = np.frombuffer(result.stdout, dtype=np.uint8, count=len(wanted) * frame_bytes)
+    stacked = stacked.reshape(len(wanted), height, width, 3)  # [u, A + M, max(A, M), 3]
+    appearance = stacked[:, :appearance_size, :appearance_size]  # [u, A, A, 3]
+    motion = stacked[:, appearance_size:, :motion_size]  # [u, M, M, 3]
+    position = np.searchsorted(wanted, indices)  # [c, f] row of each requested frame in `wanted`
+    return appearance[position], motion[position]  # [c, f, A, A, 3], [c, f, M, M, 3]
+
+
+def _decode_command(path: Path, wanted: np.ndarray, appearance_size: int, motion_size: int) -> list[str]:
+    width = max(appearance_size, motion_size)
+    picked = "+".join(f"eq(n,{int(k)})" for k in wanted)  # ffmpeg-python escapes the commas
+    source = ffmpeg.input(str(path), noautorotate=None)[_VIDEO_STREAM].filter("select", picked)
+    branches = source.split()
+    sized = []
+    for branch, size in ((branches[0], appearance_size), (branches[1], motion_size)):
+        scaled = branch.filter("scale", size, size, flags="bicubic").filter("format", "rgb24")
+        if size < width:
+            # Both pictures travel in one frame, so the narrower one is padded (on the right) to the wider.
+            scaled = scaled.filter("pad", width, size, 0, 0)
+        sized.append(scaled)
+    output = ffmpeg.filter(sized, "vstack").output(
+        "pipe:",
+        format="rawvideo",
+        pix_fmt="rgb24",
+        fps_mode="passthrough",
+        # Stop decoding once the last wanted frame is out instead of running to the end of the video.
+        **{"frames:v": len(wanted)},
+    )
+    args = output.compile(cmd=ffmpeg_binary())
+    # Global options must precede the input; ffmpeg-python would append them after the output.
+    return [args[0], "-nostdin", "-hide_banner", "-loglevel", "error", *args[1:]]
+
+
+def _require_frame_indices(indices: np.ndarray) -> None:
+    if indices.ndim != 2 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be a non-empty 2-D integer array [clips, frames], got {indices.dtype} {indices.shape}.")
+    if indices.min() < 0:
+        raise ValueError(f"Frame indices must be non-negative, got {int(indices.min())}.")
+
+
+def _require_nonempty_file(path: Path) -> None:
+    if not path.is_file():
+        raise VideoError(path, "not found", "no such file.")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "empty file", "the file is empty (0 bytes).")
+
+
+def _run(args: list[str], path: Path, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+    try:
+        # subprocess.run kills ffmpeg when the timeout expires, before raising.
+        return subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise VideoError(path, "timeout", f"ffmpeg took longer than {timeout_s:g} s and was stopped.") from None
+
+
+def _failure(path: Path, stderr: str) -> VideoError:
+    """The VideoError for an ffmpeg run that exited with an error."""
+    marker = _truncation_marker(stderr)
+    if marker is not None:
+        return VideoError(path, "truncated", f"the file is truncated (ffmpeg: {marker}).")
+    if "matches no streams" in stderr:
+        return VideoError(path, "no video stream", "the file has no video stream.")
+    if "Error opening input" in stderr:
+        return VideoError(path, "not a video", "ffmpeg cannot read it as a video file.")
+    last_line = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+    return VideoError(path, "ffmpeg failed", f"ffmpeg failed ({last_line}).")
+
+
+def _truncation_marker(stderr: str) -> str | None:
+    lowered = stderr.lower()
+    return next((marker for marker in _TRUNCATION_MARKERS if marker in lowered), None)
+
+
+def _parse_video_stream(stderr: str) -> tuple[str, int, int, float] | None:
+    """Codec, width, height and fps of the first non-cover-art video stream in ffmpeg's input report."""
+    # Only the "Input #0" report: the output report after it lists streams too.
+    report = re.split(r"^(?:Stream mapping:|Output #0)", stderr, maxsplit=1, flags=re.M)[0]
+    for match in re.finditer(r"^\s*Stream #0:\d+\S*: Video: (.*)$", report, re.M):
+        description = match.group(1)
+        if "attached pic" in description:
+            continue
+        # e.g. "h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709), 320x240 [SAR 1:1 DAR 4:3], 15 fps, ..."
+        fields = _split_top_level(description)
+        codec = fields[0].split()[0]
+        size = next((m for m in (re.match(r"(\d+)x(\d+)\b", f) for f in fields) if m), None)
+        if size is None:
+            return None
+        return codec, int(size.group(1)), int(size.group(2)), _frame_rate(fields)
+    return None
+
+
+def _frame_rate(fields: list[str]) -> float:
+    """The stream's "fps" figure, else its "tbr" (ffmpeg writes 1000 as "1k"); 0.0 when neither is given."""
+    for unit in ("fps", "tbr"):
+        for field in fields:
+            rate = re.fullmatch(rf"([\d.]+)(k?) {unit}", field)
+            if rate:
+                return float(rate.group(1)) * (1000.0 if rate.group(2) else 1.0)
+    return 0.0
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ffmpeg's stream description at the commas that are outside () and []."""
+    fields, depth, start = [], 0, 0
+    for position, char in enumerate(text):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            fields.append(text[start:position].strip())
+            start = position + 1
+    fields.append(text[start:].strip())
+    return fields
