@@ -39,7 +39,7 @@ def _load(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineCon
 
 def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
-        print(json.dumps(result, default=str))
+        print(json.dumps(result, default=str), flush=True)
         return
     from rich.pretty import Pretty
 

@@ -31,35 +31,51 @@ def prepare_environment(data_dir: Path) -> None:
     # An explicitly configured PREFECT_HOME (e.g. `make ui` sharing one) wins over the default.
     home = Path(os.environ.setdefault("PREFECT_HOME", str(prefect_home(data_dir))))
     home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    # Dask's scheduler and workers narrate every connection at INFO; workers inherit this.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
-    """Use PREFECT_API_URL when set (a running server); else start one temporary local server.
+    """Use the configured Prefect API (a running server, or the test harness); else start a temporary one.
 
-    Starting it here, once, and exporting its URL lets Dask worker processes report to the same
-    server instead of each starting their own.
+    The URL is exported to the environment for the duration, so Dask worker processes report to the
+    same server instead of each starting their own.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        yield url
-        return
-    from prefect.server.api.server import SubprocessASGIServer
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    server = None
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
+        server = SubprocessASGIServer()
+        server.start()
+        url = server.api_url
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        if server is not None:
+            _drain_prefect_workers()
+            server.stop()
+
+
+def _drain_prefect_workers() -> None:
+    """Send queued logs and events before the temporary server goes, or their workers retry for minutes."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 def task_runner(runner: RunnerConfig):

@@ -70,6 +70,11 @@ class VideoArrays:
         state["_group"] = None
         return state
 
+    def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[name][rows]
+        return open_group(self.ref, mode="r").read(name, rows)
+
     def row(self, name: str, row: int) -> np.ndarray:
         if self._cache is not None:
             return self._cache[name][row]

@@ -26,7 +26,7 @@ class LayoutReport:
     root: Path
     videos: list[VideoEntry]
     missing_files: list[str] = field(default_factory=list)  # required files or folders absent
-    missing_videos: list[int] = field(default_factory=list)  # video ids questions point at, file absent
+    missing_videos: list[int] = field(default_factory=list)  # mapped video ids whose file is absent
     unmapped_video_ids: list[int] = field(default_factory=list)  # video ids not in youtube_mapping.txt
 
     @property
@@ -38,7 +38,7 @@ class LayoutReport:
         if self.missing_files:
             parts.append("missing: " + ", ".join(self.missing_files))
         if self.missing_videos:
-            parts.append(f"{len(self.missing_videos)} videos referenced by questions have no file")
+            parts.append(f"{len(self.missing_videos)} videos of the mapping have no file in video/")
         if self.unmapped_video_ids:
             parts.append(f"{len(self.unmapped_video_ids)} question video ids are not in youtube_mapping.txt")
         return "; ".join(parts)
@@ -108,11 +108,9 @@ def validate_layout(root: Path, max_videos: int | None = None) -> LayoutReport:
     if max_videos is not None:
         mapping = mapping[:max_videos]
     videos = [VideoEntry(vid, name, files.get(name)) for vid, name in mapping]
-    report = LayoutReport(root=root, videos=videos, missing_files=missing)
+    report = LayoutReport(root=root, videos=videos, missing_files=missing,
+                          missing_videos=[v.video_id for v in videos if v.path is None])
     if not any(name.endswith(".json") for name in missing):
-        asked = question_video_ids(root)
-        known = {v.video_id: v for v in videos}
         all_mapped = {vid for vid, _ in read_mapping(root / "youtube_mapping.txt")}
-        report.unmapped_video_ids = sorted(asked - all_mapped)
-        report.missing_videos = sorted(vid for vid in asked if vid in known and known[vid].path is None)
+        report.unmapped_video_ids = sorted(question_video_ids(root) - all_mapped)
     return report

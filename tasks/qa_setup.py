@@ -10,6 +10,7 @@ import torch
 
 from configs.errors import UserError
 from configs.schema import ModelConfig, PipelineConfig
+from models.input_norm import StandardizedInputs
 from models.registry import build_model
 from storage.qa_dataset import QADataset, VideoArrays, load_split
 from storage.store import SpecGroup, Store, spec_hash
@@ -83,9 +84,10 @@ def feature_dims(data: QAData) -> tuple[int, int]:
 
 
 def make_model(model_cfg: ModelConfig, config: PipelineConfig, data: QAData, seed: int) -> torch.nn.Module:
+    """Build the configured model; feature models get input standardisation from the training videos."""
     torch.manual_seed(seed)
     app_dim, mot_dim = feature_dims(data)
-    return build_model(
+    model = build_model(
         model_cfg,
         question_vocab_size=len(data.vocab.question_token_to_idx),
         answer_vocab_size=len(data.vocab.answer_token_to_idx),
@@ -96,6 +98,14 @@ def make_model(model_cfg: ModelConfig, config: PipelineConfig, data: QAData, see
         word_dim=config.text.word_dim,
         glove=data.glove,
     )
+    if not (model_cfg.standardize_features and model.uses_video and data.features is not None):
+        return model
+    wrapped = StandardizedInputs(model, app_dim, mot_dim)
+    train = data.splits["train"]
+    rows = np.unique(train.arrays.video_rows)
+    wrapped.set_statistics(torch.from_numpy(train.features.rows("appearance", rows)),
+                           torch.from_numpy(train.features.rows("motion", rows)))
+    return wrapped
 
 
 def training_dir(config: PipelineConfig, data: QAData, model_cfg: ModelConfig) -> Path:

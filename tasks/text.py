@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from nltk.tokenize import word_tokenize
 
 from configs.errors import UserError
 
@@ -44,7 +43,9 @@ class QARecord:
 def _check_record(item: object, where: str) -> QARecord:
     """Validate one JSON-shaped record; `where` names the file and record for the error message."""
     if not isinstance(item, dict):
-        raise TextInputError(f"{where} is a {type(item).__name__}, expected an object with answer, id, question, video_id.")
+        raise TextInputError(
+            f"{where} is a {type(item).__name__}, expected an object with answer, id, question, video_id."
+        )
     for key in ("answer", "id", "question", "video_id"):
         if key not in item:
             raise TextInputError(f"{where} has no {key!r} key.")
@@ -74,7 +75,8 @@ def _load_json(path: Path, text: str) -> list[QARecord]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TextInputError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise TextInputError(f"{path} is not valid JSON: {exc.msg} at {where}.") from None
     if not isinstance(items, list):
         raise TextInputError(f"{path} holds a JSON {type(items).__name__}, expected a list of question records.")
     return [_check_record(item, f"{path}: record {index}") for index, item in enumerate(items)]
@@ -119,6 +121,9 @@ def tokenize(question: str) -> list[str]:
     preserve_line=True skips Punkt sentence splitting (which needs downloaded data); MSVD-QA questions are one
     sentence without inner periods, so the tokens equal the reference's.
     """
+    # Imported here: importing nltk costs about 180 MB and a second, which GloVe-only users should not pay.
+    from nltk.tokenize import word_tokenize
+
     return word_tokenize(question.lower()[:-1], preserve_line=True)
 
 
@@ -171,7 +176,8 @@ class Vocabularies:
             raise TextInputError(f"{source} holds a JSON {type(data).__name__}, expected an object.")
         maps = {}
         for key in ("question_token_to_idx", "answer_token_to_idx", "question_answer_token_to_idx"):
-            value = data.get(key, {QUESTION_NULL: 0, QUESTION_UNK: 1} if key == "question_answer_token_to_idx" else None)
+            default = {QUESTION_NULL: 0, QUESTION_UNK: 1} if key == "question_answer_token_to_idx" else None
+            value = data.get(key, default)
             if not isinstance(value, dict) or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in value.values()
             ):
@@ -247,7 +253,10 @@ def encode_split(
         rows = []
         for index, r in enumerate(records):
             if r.video_id not in video_ids_to_index:
-                raise TextInputError(f"record {index} (question id {r.id}) refers to video {r.video_id}, which has no entry in the video index.")
+                raise TextInputError(
+                    f"record {index} (question id {r.id}) refers to video {r.video_id}, which has no entry in the"
+                    " video index."
+                )
             rows.append(video_ids_to_index[r.video_id])
         video_index = np.array(rows, dtype=np.int64)
     return EncodedSplit(

@@ -104,6 +104,8 @@ class Tracker:
                 registered_model_name=registered_name,
                 metadata=metadata,
                 pip_requirements=["torch==2.14.1"],
+                # The model takes a Batch dataclass, which the traced 'pt2' format cannot express.
+                serialization_format="pickle",
                 await_registration_for=0,
             )
         return info.model_uri

@@ -1,4 +1,4 @@
-"""Probe a video and decode chosen frames at two square sizes, both with the ffmpeg binary alone (no ffprobe)."""
+"""Probe a video and decode chosen frames at two square sizes, with the ffmpeg binary alone (no ffprobe)."""
 
 from __future__ import annotations
 
@@ -130,8 +130,9 @@ def decode_clips(
 
 def _decode_command(path: Path, wanted: np.ndarray, appearance_size: int, motion_size: int) -> list[str]:
     width = max(appearance_size, motion_size)
-    picked = "+".join(f"eq(n,{int(k)})" for k in wanted)  # ffmpeg-python escapes the commas
-    source = ffmpeg.input(str(path), noautorotate=None)[_VIDEO_STREAM].filter("select", picked)
+    # ffmpeg-python escapes the expression's commas for the filtergraph.
+    source = ffmpeg.input(str(path), noautorotate=None)[_VIDEO_STREAM]
+    source = source.filter("select", _select_expression(wanted))
     branches = source.split()
     sized = []
     for branch, size in ((branches[0], appearance_size), (branches[1], motion_size)):
@@ -153,9 +154,30 @@ def _decode_command(path: Path, wanted: np.ndarray, appearance_size: int, motion
     return [args[0], "-nostdin", "-hide_banner", "-loglevel", "error", *args[1:]]
 
 
+def _select_expression(wanted: np.ndarray) -> str:
+    """An ffmpeg expression that is 1 exactly on the frame numbers in `wanted` (sorted, distinct)."""
+    run_starts = np.flatnonzero(np.diff(wanted, prepend=wanted[0] - 2) != 1)  # where a consecutive run begins
+    run_ends = np.append(run_starts[1:], len(wanted)) - 1
+    terms = [
+        f"eq(n,{int(wanted[a])})" if a == b else f"between(n,{int(wanted[a])},{int(wanted[b])})"
+        for a, b in zip(run_starts.tolist(), run_ends.tolist())
+    ]
+    return _balanced_sum(terms)
+
+
+def _balanced_sum(terms: list[str]) -> str:
+    # ffmpeg rejects expressions nested more than 100 deep, which a flat a+b+c+... of 101 terms is.
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    return f"({_balanced_sum(terms[:middle])})+({_balanced_sum(terms[middle:])})"
+
+
 def _require_frame_indices(indices: np.ndarray) -> None:
     if indices.ndim != 2 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be a non-empty 2-D integer array [clips, frames], got {indices.dtype} {indices.shape}.")
+        raise ValueError(
+            f"indices must be a non-empty 2-D integer array [clips, frames], got {indices.dtype} {indices.shape}."
+        )
     if indices.min() < 0:
         raise ValueError(f"Frame indices must be non-negative, got {int(indices.min())}.")
 
@@ -172,7 +194,8 @@ def _run(args: list[str], path: Path, timeout_s: float) -> subprocess.CompletedP
         # subprocess.run kills ffmpeg when the timeout expires, before raising.
         return subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        raise VideoError(path, "timeout", f"ffmpeg took longer than {timeout_s:g} s and was stopped.") from None
+        detail = f"ffmpeg took longer than {timeout_s:g} s and was stopped."
+        raise VideoError(path, "timeout", detail) from None
 
 
 def _failure(path: Path, stderr: str) -> VideoError:
@@ -183,9 +206,24 @@ def _failure(path: Path, stderr: str) -> VideoError:
     if "matches no streams" in stderr:
         return VideoError(path, "no video stream", "the file has no video stream.")
     if "Error opening input" in stderr:
+        if _riff_is_cut(path):
+            return VideoError(path, "truncated", "the file is truncated (its RIFF header declares more bytes).")
         return VideoError(path, "not a video", "ffmpeg cannot read it as a video file.")
     last_line = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
     return VideoError(path, "ffmpeg failed", f"ffmpeg failed ({last_line}).")
+
+
+def _riff_is_cut(path: Path) -> bool:
+    """Whether `path` is a RIFF file (AVI, WAV) shorter than the size its first chunk declares.
+
+    ffmpeg reports an AVI cut inside its header only as invalid data, so the cut is found here.
+    """
+    with path.open("rb") as file:
+        head = file.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF":
+        return False
+    declared = 8 + int.from_bytes(head[4:8], "little")
+    return path.stat().st_size < declared
 
 
 def _truncation_marker(stderr: str) -> str | None:

@@ -70,12 +70,13 @@ class WeightsReport:
     def problems(self) -> str:
         """One sentence per kind of problem, each listing the first keys and a count."""
         parts = []
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing keys: {_shorten(self.missing)}")
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected keys: {_shorten(self.unexpected)}")
-        if self.mismatched:
-            parts.append(f"{len(self.mismatched)} mis-shaped keys: {_shorten([str(m) for m in self.mismatched])}")
+        for what, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("mis-shaped", [str(m) for m in self.mismatched]),
+        ):
+            if keys:
+                parts.append(f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''}: {_shorten(keys)}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,15 +180,17 @@ def compare_state_dicts(
     return fitting
 
 
-def load_backbone_weights(model: nn.Module, path: Path, *, strict: bool = True) -> WeightsReport:
-    """Copy the file's weights into `model` in place.
+def load_backbone_weights(
+    model: nn.Module, path: Path, *, strict: bool = True, backbone: str | None = None
+) -> WeightsReport:
+    """Copy the file's weights into `model` in place; `backbone` names the model in messages.
 
     strict: refuse (WeightsError, model untouched) on any missing, unexpected or mis-shaped key.
     Otherwise load the fitting keys and return the report listing the rest.
     """
     path = Path(path)
     fmt, file_state = read_state_dict(path)
-    report = WeightsReport(path, sha256_file(path), fmt, getattr(model, "name", type(model).__name__))
+    report = WeightsReport(path, sha256_file(path), fmt, backbone or type(model).__name__)
     fitting = compare_state_dicts(model.state_dict(), file_state, report)
     if strict and not report.ok:
         raise WeightsError(f"weights file {path} does not fit {report.backbone}: {report.problems()}")

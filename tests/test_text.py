@@ -161,8 +161,8 @@ def test_json_and_csv_forms_load_to_the_same_records(tmp_path):
         ([{"answer": "a", "id": "0", "question": "who?", "video_id": 1}], "record 0: 'id' is '0', expected int"),
         ([{"answer": "a", "id": 0, "question": "who?", "video_id": True}], "record 0: 'video_id' is True"),
         ([{"answer": 3, "id": 0, "question": "who?", "video_id": 1}], "record 0: 'answer' is 3, expected str"),
-        ([{"answer": "a", "id": 0, "question": "who?", "video_id": 1}] * 2 + [{"answer": "a", "id": 2, "question": "?", "video_id": 1}],
-         "record 2 has an empty question '\\?'"),
+        ([{"answer": "a", "id": 0, "question": "who?", "video_id": 1}] * 2
+         + [{"answer": "a", "id": 2, "question": "?", "video_id": 1}], "record 2 has an empty question '\\?'"),
         ([{"answer": " ", "id": 0, "question": "who?", "video_id": 1}], "record 0 has an empty answer"),
         (["who?"], "record 0 is a str"),
         ({"answer": "a"}, "holds a JSON dict, expected a list"),
@@ -197,7 +197,8 @@ def test_missing_file_is_a_text_input_error(tmp_path):
     ("text", "message"),
     [
         ("video,question,answer\n1,who,a\n", "the CSV header lacks the column\\(s\\) qid"),
-        ("video,question,answer,qid\n1,who,a,0\n2,who,a,x\n", "record 1 \\(line 3\\): 'qid' is 'x', expected an integer"),
+        ("video,question,answer,qid\n1,who,a,0\n2,who,a,x\n",
+         "record 1 \\(line 3\\): 'qid' is 'x', expected an integer"),
         ("video,question,answer,qid\n1,who,a\n", "record 0 \\(line 2\\) does not have the header's number of fields"),
         ("video,question,answer,qid\n1,,a,0\n", "record 0 \\(line 2\\) has an empty question"),
     ],

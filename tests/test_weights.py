@@ -135,7 +135,7 @@ def test_mis_shaped_key_is_refused_and_named(tmp_path: Path) -> None:
     with pytest.raises(WeightsError) as info:
         load_backbone_weights(target, path)
     message = str(info.value)
-    assert "1 mis-shaped keys: features.2.weight (file [32, 16, 5, 5] vs model [32, 16, 3, 3])" in message
+    assert "1 mis-shaped key: features.2.weight (file [32, 16, 5, 5] vs model [32, 16, 3, 3])" in message
     assert str(path) in message
     assert _unchanged(target, before)
 
@@ -144,7 +144,7 @@ def test_missing_key_is_refused_and_named(tmp_path: Path) -> None:
     state = _seeded("tiny2d", seed=1).state_dict()
     del state["features.4.bias"]
     path = _save_state(tmp_path / "bad.pt", state)
-    with pytest.raises(WeightsError, match=r"1 missing keys: features\.4\.bias"):
+    with pytest.raises(WeightsError, match=r"1 missing key: features\.4\.bias"):
         load_backbone_weights(_seeded("tiny2d", seed=2), path)
 
 
@@ -152,7 +152,7 @@ def test_unexpected_key_is_refused_and_named(tmp_path: Path) -> None:
     state = _seeded("tiny2d", seed=1).state_dict()
     state["head.weight"] = torch.zeros(3)
     path = _save_state(tmp_path / "bad.pt", state)
-    with pytest.raises(WeightsError, match=r"1 unexpected keys: head\.weight"):
+    with pytest.raises(WeightsError, match=r"1 unexpected key: head\.weight"):
         load_backbone_weights(_seeded("tiny2d", seed=2), path)
 
 
@@ -161,9 +161,13 @@ def test_long_key_lists_are_cut_with_a_count(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = _save_state(tmp_path / "resnet18.pth", torchvision.models.resnet18(weights=None).state_dict())
     with pytest.raises(WeightsError) as info:
-        load_backbone_weights(build_backbone("resnet18_3d"), path)
-    assert "mis-shaped keys: conv1.weight (file [64, 3, 7, 7] vs model [64, 3, 7, 7, 7])" in str(info.value)
-    assert "... and 10 more" in str(info.value)  # 20 convolutions, 10 shown
+        load_backbone_weights(build_backbone("resnet18_3d"), path, backbone="resnet18_3d")
+    message = str(info.value)
+    assert "does not fit resnet18_3d" in message
+    # 17 convolutions with 2D kernels; shortcut A has no projection for the 18 downsample.* entries.
+    assert "17 mis-shaped keys: conv1.weight (file [64, 3, 7, 7] vs model [64, 3, 7, 7, 7])" in message
+    assert "layer3.0.conv1.weight (file [256, 128, 3, 3] vs model [256, 128, 3, 3, 3]) ... and 7 more" in message
+    assert "18 unexpected keys: layer2.0.downsample.0.weight" in message and "... and 8 more" in message
 
 
 def test_non_strict_loads_what_fits_and_reports_the_rest(tmp_path: Path) -> None:

@@ -1,0 +1,28 @@
+"""Shared fixtures: telemetry off, an isolated Prefect home, paths to the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.update({
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GIT_PYTHON_REFRESH": "quiet",
+})
+# Prefect reads its home at import: keep it inside the project's data folder, away from ~/.prefect.
+os.environ.setdefault("PREFECT_HOME", str(REPO / "data" / "test-prefect"))
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test (with the reason) when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (it ships only with the project's shared folder)")
+    return path
