@@ -93,6 +93,8 @@ class ModelConfig(_Strict):
     leaky_slope: float = 0.01
     mfb_factor: int = Field(2, ge=1)
     freeze_embeddings: bool = False
+    # A learned embedding per clip position (an msvqa extension: DualVGR's graph ignores clip order).
+    clip_positions: bool = False
     # Standardise feature inputs per dimension with the training videos' statistics (kept in the model).
     standardize_features: bool = True
     # Loss weights of the paper's auxiliary losses (common consistency, HSIC dependence).

@@ -29,8 +29,16 @@ SetOpt = typer.Option(None, "--set", help="Override a config key: --set train.qa
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object as the last line.")
 
 
+def _fail(exc: BaseException) -> None:
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, highlight=False)
+    raise typer.Exit(2)
+
+
 def _load(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineConfig:
-    cfg = load_config(config, overrides or [])
+    try:
+        cfg = load_config(config, overrides or [])
+    except UserError as exc:
+        _fail(exc)
     from flows.runtime import prepare_environment
 
     prepare_environment(cfg.data_dir)
@@ -54,8 +62,7 @@ def _run(fn: Callable[[], dict], as_json: bool, title: str) -> None:
     try:
         result = fn()
     except (UserError, VideoError, FileNotFoundError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        _fail(exc)
     _emit(result, as_json, title)
 
 

@@ -85,8 +85,13 @@ class DualVGR(nn.Module):
         mfb_factor: int = 2,
         glove: torch.Tensor | None = None,
         freeze_embeddings: bool = False,
+        clip_positions: int = 0,
     ) -> None:
         super().__init__()
+        # The clip graph is fully connected and the pooling is attention, so DualVGR itself cannot tell
+        # which clip came first. An optional learned embedding per clip position (not in the paper) lets
+        # it answer temporal-order questions; 0 keeps the published model.
+        self.clip_position = nn.Parameter(0.02 * torch.randn(2, clip_positions, module_dim)) if clip_positions else None
         self.question_encoder = QuestionEncoder(
             question_vocab_size, word_dim, module_dim, dropout=dropout, glove=glove, freeze_embeddings=freeze_embeddings
         )
@@ -126,6 +131,10 @@ class DualVGR(nn.Module):
         encoded = self.question_encoder(question, question_len)
         appearance_clips = self.appearance_encoder(appearance)  # [B, C, D]
         motion_clips = self.motion_encoder(motion)  # [B, C, D]
+        if self.clip_position is not None:
+            clips_now = appearance_clips.shape[1]
+            appearance_clips = appearance_clips + self.clip_position[0, :clips_now]  # [B, C, D]
+            motion_clips = motion_clips + self.clip_position[1, :clips_now]  # [B, C, D]
         graph_outputs: dict[str, list[torch.Tensor]] = {key: [] for key in GRAPH_KEYS}
         for unit in self.units:
             step = unit(appearance_clips, motion_clips, encoded)

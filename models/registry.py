@@ -76,6 +76,7 @@ def build_model(
             gat_dropout=cfg.gat_dropout,
             leaky_slope=cfg.leaky_slope,
             mfb_factor=cfg.mfb_factor,
+            clip_positions=num_clips if cfg.clip_positions else 0,
         )
     elif cfg.name == "question_only":
         model = QuestionOnly(**text)

@@ -1,0 +1,219 @@
+"""Throughput of the clip stage against bare ffmpeg decoding and an HCRN-style reader, on MSVD-like videos.
+
+Prints one JSON object. Generates --videos videos (320x240, --seconds at --fps, mpeg4 in .avi, a moving
+texture with noise so they do not compress to nothing) in a temporary folder, then times three jobs
+with --workers processes each (pools started and warmed before the clock starts):
+
+  clips       tasks.clips.process_clip_jobs: probe, decode the sampled frames at 224 and 112 px,
+              write both arrays into a Zarr clip group (8 clips x 16 frames, hcrn sampling)
+  ffmpeg_null `ffmpeg -i VIDEO -f null -`: one plain decode of every frame, nothing kept
+  hcrn        decode every frame into memory with PyAV, then resize the sampled frames with PIL
+              bicubic to 224 and 112 (how HCRN's preprocessing reads videos; nothing is written)
+
+A second, untimed-as-a-whole clip pass times probing, decoding and writing apart
+(clips_seconds_per_video), to show where the clip stage spends its time.
+
+peak_rss_mb is the largest ru_maxrss of a clip-stage worker process; the ffmpeg processes it starts are
+not part of it (hcrn_peak_rss_mb is the same figure for the HCRN-style reader, which decodes in-process).
+
+    python benchmarks/clips.py --videos 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from configs.schema import ClipsConfig  # noqa: E402
+from storage.store import GroupRef, Store, open_group  # noqa: E402
+from tasks.clips import APPEARANCE, MOTION, ClipJob, clip_spec, prepare_clip_group, process_clip_jobs  # noqa: E402
+from tasks.ffmpeg_bin import ffmpeg_binary  # noqa: E402
+from tasks.sampling import sample_frame_indices  # noqa: E402
+from tasks.video import decode_clips, probe_video  # noqa: E402
+
+WIDTH, HEIGHT = 320, 240
+CLIPS = ClipsConfig(num_clips=8, frames_per_clip=16, sampling="hcrn", appearance_size=224, motion_size=112)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=_positive_int, default=40)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=_positive_int, default=30)
+    parser.add_argument("--workers", type=_positive_int, default=2)
+    parser.add_argument("--videos-per-task", type=_positive_int, default=4, help="clip-stage videos per task")
+    return parser.parse_args(argv)
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def make_video(path: Path, seed: int, frames: int, fps: int) -> int:
+    """Encode one MSVD-like video: a drifting two-scale texture plus per-frame noise; returns its bytes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:2 * HEIGHT, 0:2 * WIDTH].astype(np.float32)
+    fx, fy = rng.uniform(0.02, 0.08, size=2)
+    texture = np.stack([
+        127 + 60 * np.sin(fx * x + phase) + 40 * np.cos(fy * y - phase) for phase in rng.uniform(0, 6.3, 3)
+    ], axis=-1)  # [2H, 2W, 3]
+    dx, dy = rng.uniform(0.5, 2.5, size=2)  # pixels per frame
+    video = np.empty((frames, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    for t in range(frames):
+        top, left = int(t * dy) % HEIGHT, int(t * dx) % WIDTH
+        noise = rng.normal(0, 3, size=(HEIGHT, WIDTH, 3)).astype(np.float32)
+        video[t] = np.clip(texture[top:top + HEIGHT, left:left + WIDTH] + noise, 0, 255)
+    args = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(fps), "-i", "-",
+            "-c:v", "mpeg4", "-q:v", "5", "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
+    subprocess.run(args, input=video.tobytes(), check=True, capture_output=True)
+    return path.stat().st_size
+
+
+def _warm() -> None:
+    """Pool initializer: import what the jobs use, so the timed part is the work, not interpreter start-up."""
+    import av  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    import storage.store  # noqa: F401  (and zarr through it)
+
+
+def clip_task(ref: GroupRef, jobs: list[ClipJob]) -> tuple[list[dict], float]:
+    return process_clip_jobs(ref, jobs, CLIPS), _max_rss_mb()
+
+
+def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
+    """The clip stage's steps for each job, timed apart: seconds spent [probing, decoding, writing]."""
+    group = open_group(ref)
+    spent = [0.0, 0.0, 0.0]
+    for job in jobs:
+        start = time.perf_counter()
+        info = probe_video(Path(job.path), timeout_s=CLIPS.timeout_s)
+        probed = time.perf_counter()
+        indices = sample_frame_indices(info.num_frames, CLIPS.num_clips, CLIPS.frames_per_clip, CLIPS.sampling)
+        appearance, motion = decode_clips(Path(job.path), indices, CLIPS.appearance_size, CLIPS.motion_size,
+                                          timeout_s=CLIPS.timeout_s)
+        decoded = time.perf_counter()
+        group.write(APPEARANCE, appearance, row=job.row)
+        group.write(MOTION, motion, row=job.row)
+        spent = [a + b for a, b in zip(spent, (probed - start, decoded - probed, time.perf_counter() - decoded))]
+    return spent
+
+
+def null_task(path: str) -> float:
+    args = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-f", "null", "-"]
+    subprocess.run(args, check=True, capture_output=True)
+    return _max_rss_mb()
+
+
+def hcrn_task(path: str) -> float:
+    """Decode all frames into memory, then resize the hcrn-sampled ones with PIL bicubic at both sizes."""
+    import av
+    from PIL import Image
+
+    with av.open(path) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])  # [n, H, W, 3]
+    indices = sample_frame_indices(len(frames), CLIPS.num_clips, CLIPS.frames_per_clip, CLIPS.sampling)
+    size_a, size_m = CLIPS.appearance_size, CLIPS.motion_size
+    appearance = np.empty((*indices.shape, size_a, size_a, 3), dtype=np.uint8)
+    motion = np.empty((*indices.shape, size_m, size_m, 3), dtype=np.uint8)
+    for (clip, slot), index in np.ndenumerate(indices):
+        image = Image.fromarray(frames[index])
+        appearance[clip, slot] = np.asarray(image.resize((size_a, size_a), Image.BICUBIC))
+        motion[clip, slot] = np.asarray(image.resize((size_m, size_m), Image.BICUBIC))
+    return _max_rss_mb()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: workers fork from a small server process, so their ru_maxrss starts from its size, not
+    # from this process's high-water mark (which exec and fork would both hand down).
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_warm)
+    list(pool.map(time.sleep, [0.01] * workers * 2))  # start every worker before the clock does
+    return pool
+
+
+def _timed(workers: int, fn, items: list) -> tuple[float, list]:
+    with _pool(workers) as pool:
+        start = time.perf_counter()
+        results = list(pool.map(fn, *zip(*items)))
+        return time.perf_counter() - start, results
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    args = parse_args(argv)
+    frames = round(args.seconds * args.fps)
+    work = Path(tempfile.mkdtemp(prefix="msvqa-bench-clips-"))
+    try:
+        paths = [work / f"video{i:04d}.avi" for i in range(args.videos)]
+        with ProcessPoolExecutor(args.workers) as pool:
+            sizes = list(pool.map(make_video, paths, range(args.videos), [frames] * args.videos,
+                                  [args.fps] * args.videos))
+
+        store = Store(work / "store.zarr")
+        group = store.spec_group("bench", "clips", clip_spec(CLIPS))
+        prepare_clip_group(group, CLIPS, args.videos)
+        jobs = [ClipJob(row, row + 1, path.stem, str(path)) for row, path in enumerate(paths)]
+        step = args.videos_per_task
+        batches = [(group.ref, jobs[i:i + step]) for i in range(0, len(jobs), step)]
+
+        null_s, _ = _timed(args.workers, null_task, [(str(p),) for p in paths])
+        clips_s, clip_results = _timed(args.workers, clip_task, batches)
+        hcrn_s, hcrn_rss = _timed(args.workers, hcrn_task, [(str(p),) for p in paths])
+        _, parts = _timed(args.workers, clip_parts_task, batches)  # a second clip pass, to see where time goes
+
+        outcomes = [o for result in clip_results for o in result[0]]
+        failed = [o for o in outcomes if not o["ok"]]
+        if failed or len(outcomes) != args.videos:
+            raise RuntimeError(f"clip stage failed on {len(failed)} videos: {failed[:3]}")
+        stored = {info["name"]: info["bytes_stored"] for info in group.array_info()}
+        n = args.videos
+        result = {
+            "videos": n,
+            "frames_per_video": frames,
+            "video_bytes_mean": round(sum(sizes) / n),
+            "workers": args.workers,
+            "clips_videos_per_s": round(n / clips_s, 2),
+            "ffmpeg_null_videos_per_s": round(n / null_s, 2),
+            "hcrn_videos_per_s": round(n / hcrn_s, 2),
+            "ratio_vs_ffmpeg": round(null_s / clips_s, 3),
+            "speedup_vs_hcrn": round(hcrn_s / clips_s, 3),
+            "peak_rss_mb": round(max(r[1] for r in clip_results), 1),
+            "hcrn_peak_rss_mb": round(max(hcrn_rss), 1),
+            # Seconds per video inside one worker (while the others work too), by step of the clip stage.
+            "clips_seconds_per_video": {step: round(sum(p[i] for p in parts) / n, 3)
+                                        for i, step in enumerate(("probe", "decode", "write"))},
+            "bytes_per_video": {
+                "appearance": round(stored[APPEARANCE] / n),
+                "motion": round(stored[MOTION] / n),
+                "appearance_raw": int(np.prod(group.shape(APPEARANCE)[1:])),
+                "motion_raw": int(np.prod(group.shape(MOTION)[1:])),
+            },
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

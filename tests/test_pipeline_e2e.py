@@ -1,0 +1,88 @@
+"""`msvqa run` end to end on the tiny config, under the Prefect test harness, twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+TINY = Path(__file__).with_name("tiny.yaml")
+
+
+def tiny_config(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(TINY.read_text())
+    data["data_dir"] = str(tmp_path)
+    data["dataset"]["root"] = str(tmp_path / "dataset")
+    data["store"] = {"path": str(tmp_path / "store.zarr")}
+    data["text"]["glove_path"] = str(tmp_path / "dataset" / "glove.txt")
+    data["train"]["checkpoint_dir"] = str(tmp_path / "checkpoints")
+    data["tracking"].update(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "mlartifacts"))
+    for key, value in changes.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(*args: str, api_url: str) -> dict:
+    """The real `msvqa` entry point in its own process, reporting to the harness's Prefect API."""
+    env = dict(os.environ, PREFECT_API_URL=api_url)
+    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,
+                            timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_run_end_to_end_then_resume(tmp_path):
+    from mlflow.tracking import MlflowClient
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    config = tiny_config(tmp_path)
+    with prefect_test_harness():
+        api_url = PREFECT_API_URL.value()
+        first = run_cli("run", str(config), "--json", api_url=api_url)
+        second = run_cli("run", str(config), "--json", api_url=api_url)
+
+    assert set(first) >= {"run_id", "test_acc", "test_acc_by_type", "baseline_test_acc", "store", "tracking_uri",
+                          "seconds"}
+    assert 0.0 <= first["test_acc"] <= 1.0
+    assert set(first["test_acc_by_type"]) <= {"what", "who", "how", "when", "where"}
+    assert first["details"]["clips"]["complete"] == 12
+    assert first["details"]["clips"]["quarantined"] == 0
+    # The rerun finds every video stored and every stage trained: nothing is redone, results agree.
+    assert second["details"]["clips"]["decoded_now"] == 0
+    assert second["details"]["features"]["extracted_now"] == 0
+    assert second["test_acc"] == first["test_acc"]
+    assert second["baseline_test_acc"] == first["baseline_test_acc"]
+
+    client = MlflowClient(tracking_uri=first["tracking_uri"])
+    parent = client.get_run(first["run_id"])
+    assert parent.data.metrics["test_acc"] == pytest.approx(first["test_acc"])
+    assert parent.data.params["model.name"] == "dualvgr"
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{first['run_id']}'")
+    assert sorted(run.info.run_name for run in children) == ["dualvgr", "question_only"]
+    dualvgr = next(run for run in children if run.info.run_name == "dualvgr")
+    assert {"ae_val_loss", "qa_train_loss", "val_acc", "test_acc"} <= set(dualvgr.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(dualvgr.info.run_id)}
+    assert {"plots", "predictions", "reconstructions", "vocab"} <= artifacts
+
+
+def test_bad_config_exits_2_with_one_sentence(tmp_path):
+    from flows.cli import app
+
+    config = tiny_config(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(config), "--set", "clips.num_clips=0", "--json"])
+    assert result.exit_code == 2
+    assert "clips.num_clips" in result.output
+    assert "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["text", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
