@@ -30,7 +30,9 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object as the last 
 
 
 def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 

@@ -59,8 +59,8 @@ def download(url: str, target: Path, sha256: str | None, *, timeout_s: float, re
 
     HTTP(S) streams into `target.partial`, resumes it with a Range request after an interruption
     (starting over when the server ignores the range), and tries again up to `retries` times in a row
-    after transient failures (connection errors, timeouts, 5xx), waiting backoff_s * 2**n between
-    tries. A try that brought new bytes resets that count. 4xx answers fail at once. The file is
+    after transient failures (connection errors, timeouts, 5xx, 408, 429), waiting backoff_s * 2**n between
+    tries. A try that brought new bytes resets that count. Other 4xx answers (404...) fail at once. The file is
     checked against `sha256` when given, then moved into place atomically.
     """
     target = Path(target)

@@ -1,0 +1,91 @@
+"""Training resumes after `kill -9` mid-epoch and ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A self-contained training job: tiny random features and questions in a store, DualVGR, 3 epochs.
+JOB = textwrap.dedent('''
+    import json, os, signal, sys
+    from pathlib import Path
+    import numpy as np, torch
+    from configs.schema import ModelConfig, StageConfig
+    from models.registry import build_model
+    from storage.qa_dataset import QAArrays, QADataset, VideoArrays
+    from storage.store import Store
+    from tasks.training import qa_loss_fn, qa_validator, run_stage
+
+    work, kill_at = Path(sys.argv[1]), sys.argv[2]
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    appearance = rng.normal(size=(10, 2, 3, 6)).astype("float16")
+    motion = rng.normal(size=(10, 2, 5)).astype("float16")
+    group = Store(work / "store.zarr").spec_group("d", "features", {"t": 1})
+    group.ensure_array("appearance", (10, 2, 3, 6), "float16")
+    group.ensure_array("motion", (10, 2, 5), "float16")
+    group.write("appearance", appearance)
+    group.write("motion", motion)
+    n = 40
+    arrays = QAArrays(questions=rng.integers(2, 12, size=(n, 4)), lengths=rng.integers(1, 5, size=n),
+                      answers=rng.integers(0, 5, size=n), answer_known=np.ones(n, bool),
+                      video_ids=np.arange(n) % 10, question_ids=np.arange(n), qtypes=np.zeros(n, np.int8),
+                      video_rows=np.arange(n) % 10)
+    data = QADataset(arrays, VideoArrays(group.ref, ("appearance", "motion"), in_memory=True))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(module_dim=8, unit_layers=1), question_vocab_size=12, answer_vocab_size=5,
+                        appearance_dim=6, motion_dim=5, num_clips=2, frames_per_clip=3, word_dim=4)
+    calls = {"n": 0}
+    def progress(done, total):
+        calls["n"] += 1
+        if kill_at != "never" and calls["n"] == int(kill_at):
+            os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no final checkpoint: a real crash
+    result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(), train_set=data,
+                       validate=qa_validator(model, data, 8, "cpu"), monitor="val_acc", higher_is_better=True,
+                       cfg=StageConfig(epochs=3, batch_size=8, lr=0.01), device="cpu",
+                       checkpoint_dir=work / "ckpt", seed=3, progress=progress)
+    weights = {k: v.float().sum().item() for k, v in model.state_dict().items()}
+    print(json.dumps({"history": result.history, "weights": weights}))
+''')
+
+
+def run_job(work: Path, kill_at: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", JOB, str(work), kill_at], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, env=dict(os.environ, PYTHONHASHSEED="0"))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
+    clean = run_job(tmp_path / "clean", "never")
+    assert clean.returncode == 0, clean.stderr
+    # 5 batches per epoch: batch 8 is in the middle of the second epoch.
+    killed = run_job(tmp_path / "crashed", "8")
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "crashed" / "ckpt" / "last.pt").exists()
+    resumed = run_job(tmp_path / "crashed", "never")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = json.loads(clean.stdout), json.loads(resumed.stdout)
+    assert [row["epoch"] for row in b["history"]] == [0, 1, 2]
+    assert b["history"] == a["history"]
+    assert b["weights"] == a["weights"]
+    assert not list((tmp_path / "crashed" / "ckpt").glob("*.tmp"))
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    from tasks import checkpoints
+
+    path = tmp_path / "c.pt"
+    checkpoints.save_atomic({"x": np.arange(3)}, path)
+    checkpoints.save_atomic({"x": np.arange(4)}, path)
+    assert checkpoints.load(path)["x"].tolist() == [0, 1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
