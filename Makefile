@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test test-all install ui clean-demo
+.PHONY: demo test install ui stack stack-down clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,10 @@ ui: $(STAMP)
 
 clean-demo:
 	rm -rf data/demo
+
+# The local stack on 127.0.0.1: Prefect server, MLflow server, a Dask scheduler and two workers, `msvqa serve`.
+stack: $(STAMP)
+	scripts/stack.sh configs/demo.yaml
+
+stack-down:
+	scripts/stack_down.sh
