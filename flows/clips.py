@@ -1,68 +1,151 @@
-"""Clips flow: decode every video once into the clip store, in parallel batches, resumable."""
+"""Clips flow: decode every video once into the clip store, in parallel batches, resumable.
+
+The clip group follows the dataset: new videos grow it (and the feature groups made from it) along the
+video axis, a video whose file changed is marked incomplete and decoded again, a video that left the
+mapping is quarantined as "removed from dataset". Only this driver writes completion flags and attributes.
+"""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.cache_policies import NO_CACHE
+import re
 
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.tasks import exponential_backoff
+
+from configs.errors import UserError
 from configs.schema import PipelineConfig
 from flows.runtime import task_runner
-from storage.store import GroupRef, Store
+from storage.store import GroupRef, SpecGroup, Store
+from tasks.changes import MISSING_FILE, REMOVED, IndexConflict, IndexPlan, fingerprint_videos, plan_index
 from tasks.clips import ClipJob, clip_spec, prepare_clip_group, process_clip_jobs
-from tasks.layout import validate_layout
+from tasks.layout import VideoEntry, validate_layout
 
 
-@task(name="decode-videos", cache_policy=NO_CACHE, retries=1)
+# Retries cover infrastructure failures (a lost worker, a store I/O error): a bad video is reported, not
+# raised, and rewriting a row is harmless because each row is its own chunk.
+@task(name="decode-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(2),
+      retry_jitter_factor=0.5)
 def decode_videos_task(ref: GroupRef, jobs: list[ClipJob], config: PipelineConfig) -> list[dict]:
-    return process_clip_jobs(ref, jobs, config.clips)
+    outcomes = process_clip_jobs(ref, jobs, config.clips)
+    get_run_logger().info("decoded %d of %d videos", sum(o["ok"] for o in outcomes), len(jobs))
+    return outcomes
 
 
-def open_clip_group(config: PipelineConfig, video_ids: list[int], names: list[str]):
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) from e.g. ("clips-progress", dataset name)."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def derived_feature_groups(store: Store, dataset: str, clips: SpecGroup) -> list[SpecGroup]:
+    return [g for g in store.find(dataset, "features") if g.attrs.get("clips") == clips.ref.path]
+
+
+def apply_index_plan(store: Store, group: SpecGroup, plan: IndexPlan, dataset: str) -> None:
+    """Grow, invalidate and quarantine, then record the new index; the order keeps every crash point safe.
+
+    Rows are marked incomplete before the new fingerprints are recorded, so a run killed in between
+    still sees the change next time; growing is idempotent, so a kill before the attributes are
+    written only grows again to the same size.
+    """
+    stale = plan.changed_rows + plan.removed_rows
+    for features in derived_feature_groups(store, dataset, group):
+        if features.num_rows:
+            features.grow(len(plan.video_ids))
+            features.mark_incomplete(stale)  # their clips are about to change or go
+    if group.num_rows:
+        group.grow(len(plan.video_ids))
+        group.mark_incomplete(stale)
+    group.release(plan.names[row] for row in plan.changed_rows)
+    group.quarantine({plan.names[row]: REMOVED for row in plan.removed_rows})
+    group.update_attrs(video_ids=plan.video_ids, names=plan.names, files=plan.files)
+
+
+def open_clip_group(config: PipelineConfig, videos: list[VideoEntry]) -> tuple[SpecGroup, IndexPlan]:
+    """The clip group for this config, brought up to date with the dataset's video index."""
     store = Store(config.store.path)
     group = store.spec_group(config.dataset.name, "clips", clip_spec(config.clips))
-    known = group.attrs.get("video_ids")
-    if known is not None and known != video_ids:
-        raise ValueError(f"clip group {group.ref.path} was built for another video index; "
-                         "remove it or use another store.path")
-    group.update_attrs(video_ids=video_ids, names=names)
-    prepare_clip_group(group, config.clips, len(video_ids))
-    return group
+    plan = plan_for(group, videos)
+    apply_index_plan(store, group, plan, config.dataset.name)
+    prepare_clip_group(group, config.clips, len(plan.video_ids))
+    return group, plan
+
+
+def plan_for(group: SpecGroup | None, videos: list[VideoEntry]) -> IndexPlan:
+    """The row plan of `videos` against a clip group's recorded index (none: every video is new)."""
+    attrs = group.attrs if group is not None else {}
+    if "files" in attrs or "video_ids" not in attrs:
+        old_files = attrs.get("files", {})
+    else:
+        old_files = None  # a group from before fingerprints: trust its rows, record fingerprints now
+    current = fingerprint_videos(videos, old_files)
+    try:
+        return plan_index(attrs.get("video_ids", []), attrs.get("names", []), old_files,
+                          group.quarantined() if group is not None else {},
+                          [(v.video_id, v.name) for v in videos], current)
+    except IndexConflict as exc:
+        path = group.ref.path if group is not None else "clips"
+        raise UserError(f"clip group {path} was built for another video index: {exc}; the index may only "
+                        "gain or lose videos, so set a new store.path to rebuild from scratch") from None
+
+
+def _record(group: SpecGroup, outcomes: list[dict]) -> int:
+    """Driver only: completion, frame counts, quarantine and padding of one finished batch."""
+    ok = [o for o in outcomes if o["ok"]]
+    if ok:
+        frames = group.read("num_frames")
+        for o in ok:
+            frames[o["row"]] = o["num_frames"]
+        group.write("num_frames", frames)  # before the flags: a complete row always has its frame count
+        group.mark_complete(o["row"] for o in ok)
+    group.quarantine({o["name"]: o["reason"] for o in outcomes if not o["ok"]})
+    group.record_padded(o["name"] for o in ok if o["padded"])
+    return len(ok)
 
 
 def clips_flow_body(config: PipelineConfig) -> dict:
     logger = get_run_logger()
     report = validate_layout(config.dataset.root, config.dataset.max_videos)
     videos = report.videos
-    group = open_clip_group(config, [v.video_id for v in videos], [v.name for v in videos])
+    group, plan = open_clip_group(config, videos)
+    row_of = {(vid, name): row for row, (vid, name) in enumerate(zip(plan.video_ids, plan.names))}
     done = group.completed()
-    group.quarantine({v.name: "missing file" for v in videos if v.path is None})
+    group.quarantine({v.name: MISSING_FILE for v in videos
+                      if v.path is None and not done[row_of[(v.video_id, v.name)]]})
     quarantined = group.quarantined()
-    jobs = [ClipJob(row, v.video_id, v.name, str(v.path)) for row, v in enumerate(videos)
-            if v.path is not None and not done[row] and v.name not in quarantined]
+    jobs = [ClipJob(row_of[(v.video_id, v.name)], v.video_id, v.name, str(v.path)) for v in videos
+            if v.path is not None and not done[row_of[(v.video_id, v.name)]] and v.name not in quarantined]
     size = config.clips.videos_per_task
     batches = [jobs[start:start + size] for start in range(0, len(jobs), size)]
-    logger.info("clips %s: %d videos to decode in %d tasks (%d already complete)",
-                group.ref.path, len(jobs), len(batches), int(done.sum()))
-    futures = decode_videos_task.map(unmapped(group.ref), batches, unmapped(config)) if batches else []
-    outcomes = [outcome for future in futures for outcome in future.result()]
-    # Only the driver records completion, after the workers returned with their rows written.
-    ok = [o for o in outcomes if o["ok"]]
-    group.mark_complete(o["row"] for o in ok)
-    if ok:
-        frames = group.read("num_frames")
-        for o in ok:
-            frames[o["row"]] = o["num_frames"]
-        group.write("num_frames", frames)
-    group.quarantine({o["name"]: o["reason"] for o in outcomes if not o["ok"]})
-    group.record_padded(o["name"] for o in ok if o["padded"])
+    logger.info("clips %s: %d videos to decode in %d tasks (%d already complete; %d new, %d changed, %d removed)",
+                group.ref.path, len(jobs), len(batches), int(done.sum()), len(plan.new_rows),
+                len(plan.changed_rows), len(plan.removed_rows))
+    decoded = 0
+    if batches:
+        progress = create_progress_artifact(0.0, key=artifact_key("clips-progress", config.dataset.name),
+                                            description=f"videos decoded into {group.ref.path}")
+        futures = decode_videos_task.map(unmapped(group.ref), batches, unmapped(config))
+        for finished, future in enumerate(as_completed(futures), start=1):
+            # Recorded per batch, so a run killed half-way keeps what its finished batches wrote.
+            decoded += _record(group, future.result())
+            update_progress_artifact(progress, 100.0 * finished / len(batches))
+    quarantine = group.quarantined()
+    create_table_artifact([{"video": name, "reason": reason} for name, reason in sorted(quarantine.items())],
+                          key=artifact_key("clips-quarantine", config.dataset.name),
+                          description=f"videos of {group.ref.path} that could not be used, and why")
     summary = {
         "group": group.ref.path,
         "spec_hash": group.ref.spec_hash,
         "videos": len(videos),
         "complete": int(group.completed().sum()),
-        "decoded_now": len(ok),
-        "quarantined": len(group.quarantined()),
+        "decoded_now": decoded,
+        "quarantined": len(quarantine),
         "padded": len(group.padded()),
+        "new": len(plan.new_rows),
+        "changed": len(plan.changed_rows),
+        "removed": len(plan.removed_rows),
     }
     logger.info("clips: %s", summary)
     return summary

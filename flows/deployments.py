@@ -6,6 +6,8 @@ Two deployments per stage:
   `configs.loader.load_config` when the run starts, so a schedule always picks up the file's current content.
 
 Both apply the configured task runner (Dask or threads) to the clips and features flows, as the CLI does.
+When the config sets `reprocess.cron`, a `reprocess` deployment (flow `run-reprocess`) runs the reprocess
+flow from the YAML path on that schedule, so each run sees the file's current content.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from flows.evaluate import evaluate_flow
 from flows.features import run_features
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline_flow
+from flows.reprocess import run_reprocess
 from flows.text import text_flow
 from flows.train import train_flow
+from tasks.changes import reprocess_settings
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -35,6 +39,7 @@ STAGES: tuple[str, ...] = get_args(Stage)
 WORK_POOL = "msvqa"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FILE_SUFFIX = "-from-file"
+REPROCESS = "reprocess"
 
 
 @flow(name="run-clips")
@@ -74,10 +79,34 @@ def run_from_file(config_path: str, stage: Stage = "pipeline", overrides: Option
     return STAGE_RUNNERS[stage](config)
 
 
-def deployment_names() -> list[str]:
-    """`flow name/deployment name` of every deployment, as `run_deployment` takes them."""
+@flow(name="run-reprocess")
+def reprocess_from_file(config_path: str, overrides: Optional[list[str]] = None) -> dict:
+    """Load a YAML config with `key.path=value` overrides, then process only what changed in the dataset."""
+    return run_reprocess(load_config(Path(config_path), overrides or []))
+
+
+def deployment_names(reprocess: bool = False) -> list[str]:
+    """`flow name/deployment name` of every deployment, as `run_deployment` takes them.
+
+    `reprocess`: whether the config schedules reprocessing, which adds the `reprocess` deployment.
+    """
     typed = [f"{STAGE_FLOWS[stage].name}/{stage}" for stage in STAGES]
-    return typed + [f"{run_from_file.name}/{stage}{FILE_SUFFIX}" for stage in STAGES]
+    names = typed + [f"{run_from_file.name}/{stage}{FILE_SUFFIX}" for stage in STAGES]
+    return names + ([f"{reprocess_from_file.name}/{REPROCESS}"] if reprocess else [])
+
+
+def reprocess_deployment(config: PipelineConfig, config_path: str | Path,
+                         overrides: list[str] | None = None) -> "RunnerDeployment | None":
+    """The scheduled `reprocess` deployment, or None when the config sets no `reprocess.cron`."""
+    from prefect.types.entrypoint import EntrypointType
+
+    cron = reprocess_settings(config).cron
+    if cron is None:
+        return None
+    return reprocess_from_file.to_deployment(
+        name=REPROCESS, parameters={"config_path": str(Path(config_path).resolve()), "overrides": list(overrides or [])},
+        cron=cron, tags=["msvqa", REPROCESS, "from-file"], entrypoint_type=EntrypointType.MODULE_PATH,
+        description="Rescan dataset.root and process only new or changed videos and annotations.")
 
 
 def build_deployments(config_path: str | Path | None, overrides: list[str] | None = None, *,
@@ -94,6 +123,7 @@ def build_deployments(config_path: str | Path | None, overrides: list[str] | Non
         raise UserError("a schedule needs a config file: its runs have nobody to pass one")
     typed_params: dict[str, Any] = {}
     file_params: dict[str, Any] = {"overrides": overrides}
+    config = None
     if config_path is not None:
         config = load_config(Path(config_path), overrides)
         typed_params["config"] = config.model_dump(mode="json")
@@ -113,8 +143,8 @@ def build_deployments(config_path: str | Path | None, overrides: list[str] | Non
                                     description=f"Run the {stage} stage from a YAML config path plus overrides.")
         for stage in STAGES
     ]
-    # Reprocessing (issue "Operations") adds its `reprocess` deployment here, built the same way.
-    return deployments
+    reprocess = reprocess_deployment(config, config_path, overrides) if config is not None else None
+    return deployments + ([reprocess] if reprocess is not None else [])
 
 
 def entrypoint(flow_obj: Flow) -> str:
@@ -139,6 +169,7 @@ _PREFECT_YAML_HEADER = """\
 #   MSVQA_ROOT=$PWD prefect worker start --pool msvqa     # from the project root, in the project's venv
 # Flow runs start in MSVQA_ROOT, so the relative paths of configs/*.yaml resolve as they do for the CLI.
 # To schedule the pipeline, add to `pipeline-from-file`:   schedules: [{cron: "0 3 * * *"}]
+# A config with `reprocess.cron` adds a scheduled `reprocess` deployment (rescans the dataset, processes changes).
 """
 
 
@@ -146,13 +177,19 @@ def prefect_yaml(config_path: str = "configs/demo.yaml", root: Path = PROJECT_RO
     """The text of prefect.yaml: the deployments of `deployment_names()`, defaults from `root/config_path`."""
     raw = yaml.safe_load((root / config_path).read_text(encoding="utf-8")) or {}
     # Validated but not resolved: relative paths stay relative to MSVQA_ROOT, where the worker runs flows.
-    config = validate_config(raw, config_path).model_dump(mode="json")
+    validated = validate_config(raw, config_path)
+    config = validated.model_dump(mode="json")
     # Only `config` is shared between entries, so it is the one object that becomes a YAML anchor.
     typed = [{"name": stage, "entrypoint": entrypoint(STAGE_FLOWS[stage]), "tags": ["msvqa", stage],
               "parameters": {"config": config}, "work_pool": {"name": WORK_POOL}} for stage in STAGES]
     files = [{"name": f"{stage}{FILE_SUFFIX}", "entrypoint": entrypoint(run_from_file),
               "tags": ["msvqa", stage, "from-file"], "work_pool": {"name": WORK_POOL},
               "parameters": {"config_path": config_path, "stage": stage, "overrides": []}} for stage in STAGES]
+    cron = reprocess_settings(validated).cron
+    if cron is not None:
+        files.append({"name": REPROCESS, "entrypoint": entrypoint(reprocess_from_file),
+                      "tags": ["msvqa", REPROCESS, "from-file"], "work_pool": {"name": WORK_POOL},
+                      "parameters": {"config_path": config_path, "overrides": []}, "schedules": [{"cron": cron}]})
     document = {
         "name": "msvqa",
         "build": None,

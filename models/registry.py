@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from configs.schema import ModelConfig
+from models.backbones import build_backbone
+from models.msvqa import MSVQA
 from models.baselines import MeanPool, QuestionOnly
 from models.decoders import Autoencoder, ClipDecoder
 from models.dualvgr import DualVGR
@@ -101,3 +103,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
+
+
+def build_msvqa(cfg: ModelConfig, *, appearance_backbone: str, motion_backbone: str,
+                appearance_normalization: str, motion_normalization: str, **sizes) -> MSVQA:
+    """MSVQA: DualVGR on trainable backbones (named as in the feature config), clips in, answers out.
+
+    `sizes` are build_model's keyword arguments except the feature dimensions, which the backbones set.
+    Backbone weights are loaded by the caller (tasks.weights), keeping this function free of I/O.
+    """
+    app, mot = build_backbone(appearance_backbone), build_backbone(motion_backbone)
+    qa = build_model(cfg.model_copy(update={"name": "dualvgr"}), appearance_dim=app.out_dim,
+                     motion_dim=mot.out_dim, **sizes)
+    return MSVQA(qa, app, mot, appearance_normalization, motion_normalization)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,13 +55,15 @@ def load_split(text_ref: GroupRef, split: str, video_ids_by_row: list[int] | Non
 class VideoArrays:
     """Per-video arrays of one store group, either all in memory or read lazily per row.
 
-    Lazy mode opens Zarr on first use, so each DataLoader worker opens its own handle.
+    Lazy mode opens Zarr on first use in each process (the handle is neither pickled nor inherited
+    across a fork), so each DataLoader worker reads through its own handle.
     """
 
     def __init__(self, ref: GroupRef, names: tuple[str, ...], in_memory: bool):
         self.ref, self.names, self.in_memory = ref, names, in_memory
         self._cache: dict[str, np.ndarray] | None = None
         self._group = None
+        self._pid = -1
         if in_memory:
             group = open_group(ref, mode="r")
             self._cache = {name: group.read(name) for name in names}
@@ -70,17 +73,40 @@ class VideoArrays:
         state["_group"] = None
         return state
 
+    def _handle(self):
+        if self._group is None or self._pid != os.getpid():
+            self._group, self._pid = open_group(self.ref, mode="r"), os.getpid()
+        return self._group
+
     def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         if self._cache is not None:
             return self._cache[name][rows]
-        return open_group(self.ref, mode="r").read(name, rows)
+        return self._handle().read(name, rows)
 
     def row(self, name: str, row: int) -> np.ndarray:
         if self._cache is not None:
             return self._cache[name][row]
-        if self._group is None:
-            self._group = open_group(self.ref, mode="r")
-        return self._group.read(name, row)
+        return self._handle().read(name, row)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if self._cache is not None:
+            return self._cache[name].shape
+        return self._handle().shape(name)
+
+
+def group_nbytes(ref: GroupRef, names: tuple[str, ...]) -> int:
+    """Uncompressed size of the named arrays: what holding them in memory costs."""
+    group = open_group(ref, mode="r")
+    return sum(int(np.prod(group.shape(name))) * np.dtype(info["dtype"]).itemsize
+               for info in group.array_info() for name in names if info["name"] == name)
+
+
+def available_memory() -> int:
+    """Bytes of physical memory not in use right now (Linux; a large number where unknown)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 class QADataset(Dataset):

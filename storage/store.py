@@ -91,6 +91,27 @@ class SpecGroup:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._group[name].shape)
 
+    @property
+    def num_rows(self) -> int:
+        """Rows along the video axis (axis 0 of the completion flags); 0 before the arrays exist."""
+        return int(self._group[COMPLETE].shape[0]) if self.has_array(COMPLETE) else 0
+
+    def grow(self, rows: int) -> list[str]:
+        """Extend every array along axis 0 to `rows`; stored rows are kept, new rows read as the fill value.
+
+        Driver only: resizing rewrites array metadata. Idempotent, so a crash between growing and
+        recording the new index is repaired by the next run; shrinking is refused (rows are never reused).
+        """
+        grown = []
+        for name in sorted(self._group.array_keys()):
+            array = self._group[name]
+            if array.shape[0] > rows:
+                raise ValueError(f"array {self.ref.path}/{name} has {array.shape[0]} rows, more than {rows}")
+            if array.shape[0] < rows:
+                array.resize((rows, *array.shape[1:]))
+                grown.append(name)
+        return grown
+
     def array_info(self) -> list[dict[str, Any]]:
         infos = []
         for name in sorted(self._group.array_keys()):
@@ -114,12 +135,27 @@ class SpecGroup:
         flags[list(rows)] = 1
         self.write(COMPLETE, flags)
 
+    def mark_incomplete(self, rows: Iterable[int]) -> None:
+        """Driver only: the rows' data is stale (its video changed or left the dataset) and must not be used."""
+        rows = list(rows)
+        if not rows:
+            return
+        flags = self.read(COMPLETE)
+        flags[rows] = 0
+        self.write(COMPLETE, flags)
+
     def quarantined(self) -> dict[str, str]:
         return dict(self._group.attrs.get("quarantined", {}))
 
     def quarantine(self, reasons: dict[str, str]) -> None:
         merged = self.quarantined() | reasons
         self._group.attrs["quarantined"] = merged
+
+    def release(self, names: Iterable[str]) -> None:
+        """Forget the quarantine of `names` (their file changed), so the next run decodes them again."""
+        names = set(names)
+        if names & set(self.quarantined()):
+            self._group.attrs["quarantined"] = {k: v for k, v in self.quarantined().items() if k not in names}
 
     def padded(self) -> list[str]:
         return list(self._group.attrs.get("padded", []))
@@ -144,6 +180,18 @@ class Store:
         if "spec" not in group.attrs:
             group.attrs.update({"spec": json.loads(json.dumps(spec, default=str)), "kind": kind})
         return SpecGroup(group, GroupRef(str(self.path), path))
+
+    def peek(self, dataset: str, kind: str, spec: dict[str, Any]) -> SpecGroup | None:
+        """The group for this spec when it exists; unlike `spec_group`, never creates it."""
+        path = f"{dataset}/{kind}/{spec_hash(spec)}"
+        return self.open(path) if path in self._root else None
+
+    def dataset_attrs(self, dataset: str) -> dict[str, Any]:
+        """Records kept for a whole dataset (e.g. the annotation checksums reprocessing last saw)."""
+        return dict(self._root[dataset].attrs) if dataset in self._root else {}
+
+    def update_dataset_attrs(self, dataset: str, **values: Any) -> None:
+        self._root.require_group(dataset).attrs.update(values)
 
     def open(self, ref: GroupRef | str) -> SpecGroup:
         path = ref.path if isinstance(ref, GroupRef) else ref

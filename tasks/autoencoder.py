@@ -6,11 +6,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from models.decoders import Autoencoder, make_reconstruction_target, reconstruction_loss
 from models.types import Batch
 from storage.qa_dataset import collate
+from tasks.distributed import DistContext, shard
+from tasks.evaluation import mixed_precision
 
 # Targets live in [-1, 1]: the decoders have no output activation, so any fixed affine map works.
 TARGET_MEAN = (0.5, 0.5, 0.5)
@@ -24,28 +26,37 @@ def reconstruction_targets(batch: Batch, size: int) -> tuple[torch.Tensor, torch
     return app, mot
 
 
-def autoencoder_loss_fn(size: int) -> Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]:
-    def loss_fn(autoencoder: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+def autoencoder_loss_fn(size: int) -> Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    def loss_fn(autoencoder: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         recon = autoencoder(batch)
         app_target, mot_target = reconstruction_targets(batch, size)
-        app_loss = reconstruction_loss(recon.appearance, app_target)
-        mot_loss = reconstruction_loss(recon.motion, mot_target)
-        return app_loss + mot_loss, {"appearance": float(app_loss), "motion": float(mot_loss)}
+        # float32 losses even under autocast: the decoders' bf16 outputs [B, C, F, 3, S, S] are upcast.
+        app_loss = reconstruction_loss(recon.appearance.float(), app_target)
+        mot_loss = reconstruction_loss(recon.motion.float(), mot_target)
+        return app_loss + mot_loss, {"appearance": app_loss.detach(), "motion": mot_loss.detach()}
 
     return loss_fn
 
 
 @torch.inference_mode()
-def autoencoder_val_loss(autoencoder: Autoencoder, dataset: Dataset, batch_size: int, size: int, device: str) -> float:
+def autoencoder_val_loss(autoencoder: Autoencoder, dataset: Dataset, batch_size: int, size: int, device: str,
+                         num_workers: int = 0, amp: bool = False, ctx: DistContext = DistContext()) -> float:
+    """Mean reconstruction loss over the split; under DDP each rank scores its shard and sums are reduced."""
     autoencoder.eval()
     loss_fn = autoencoder_loss_fn(size)
+    source = Subset(dataset, shard(len(dataset), ctx).tolist()) if ctx.enabled else dataset
     total, seen = 0.0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
-        batch = batch.to(device)
-        loss, _ = loss_fn(autoencoder, batch)
+    pin = device.startswith("cuda")
+    loader = DataLoader(source, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                        pin_memory=pin)
+    for batch in loader:
+        batch = batch.to(device, non_blocking=pin)
+        with mixed_precision(device, amp):
+            loss, _ = loss_fn(autoencoder, batch)
         total += float(loss) * batch.question.shape[0]
         seen += batch.question.shape[0]
     autoencoder.train()
+    total, seen = ctx.all_reduce_sum([total, seen])
     return total / max(seen, 1)
 
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import ContextManager
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from storage.qa_dataset import QADataset, collate
 from tasks.text import QTYPES
+
+
+def mixed_precision(device: str, enabled: bool) -> ContextManager:
+    """bf16 autocast on CUDA devices that support it; CPU always runs float32 (exact, resumable)."""
+    if enabled and device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -35,24 +44,49 @@ class EvalResult:
     def counts_by_type(self) -> dict[str, int]:
         return {name: int((self.qtypes == code).sum()) for code, name in enumerate(QTYPES) if (self.qtypes == code).any()}
 
+    def count_vector(self) -> list[float]:
+        """[correct per type..., questions per type...]: sums over ranks give the whole split's accuracy."""
+        correct = [float(self.correct[self.qtypes == code].sum()) for code in range(len(QTYPES))]
+        total = [float((self.qtypes == code).sum()) for code in range(len(QTYPES))]
+        return correct + total
+
+
+def accuracy_metrics(counts: list[float], prefix: str) -> dict[str, float]:
+    """`prefix` (overall) and `prefix_<type>` for every type present, from `EvalResult.count_vector` sums."""
+    types = len(QTYPES)
+    correct, total = np.asarray(counts[:types]), np.asarray(counts[types:])
+    metrics = {prefix: float(correct.sum() / total.sum()) if total.sum() else float("nan")}
+    metrics.update({f"{prefix}_{name}": float(correct[code] / total[code])
+                    for code, name in enumerate(QTYPES) if total[code]})
+    return metrics
+
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, dataset: QADataset, batch_size: int, device: str,
-                   num_workers: int = 0) -> torch.Tensor:
+                   num_workers: int = 0, indices: np.ndarray | None = None, amp: bool = False) -> torch.Tensor:
+    """Logits [N, A] in dataset order (or `indices` order); the model is left in train mode."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
-    outputs = [model(batch.to(device)).logits.float().cpu() for batch in loader]  # each [B, A]
+    source = dataset if indices is None else Subset(dataset, indices.tolist())
+    pin = device.startswith("cuda")
+    loader = DataLoader(source, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                        pin_memory=pin)
+    outputs = []
+    with mixed_precision(device, amp):
+        for batch in loader:
+            outputs.append(model(batch.to(device, non_blocking=pin)).logits.float().cpu())  # [B, A]
     model.train()
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
 
 
 def evaluate(model: torch.nn.Module, dataset: QADataset, batch_size: int, device: str,
-             num_workers: int = 0) -> EvalResult:
+             num_workers: int = 0, indices: np.ndarray | None = None, amp: bool = False) -> EvalResult:
+    """Predictions of every question (or of `indices` only: one rank's shard)."""
+    rows = np.arange(len(dataset)) if indices is None else indices
     arrays = dataset.arrays
-    logits = predict_logits(model, dataset, batch_size, device, num_workers)  # [N, A]
-    predictions = logits.argmax(-1).numpy() if len(arrays) else np.zeros(0, dtype=np.int64)
-    correct = (predictions == arrays.answers) & arrays.answer_known
-    return EvalResult(predictions=predictions, correct=correct, qtypes=arrays.qtypes)
+    logits = predict_logits(model, dataset, batch_size, device, num_workers, indices, amp)  # [n, A]
+    predictions = logits.argmax(-1).numpy() if len(rows) else np.zeros(0, dtype=np.int64)
+    correct = (predictions == arrays.answers[rows]) & arrays.answer_known[rows]
+    return EvalResult(predictions=predictions, correct=correct, qtypes=arrays.qtypes[rows])
 
 
 def predictions_table(result: EvalResult, dataset: QADataset, answer_words: list[str],

@@ -12,7 +12,7 @@ from configs.errors import UserError
 from configs.schema import ModelConfig, PipelineConfig
 from models.input_norm import StandardizedInputs
 from models.registry import build_model
-from storage.qa_dataset import QADataset, VideoArrays, load_split
+from storage.qa_dataset import QADataset, VideoArrays, available_memory, group_nbytes, load_split
 from storage.store import SpecGroup, Store, spec_hash
 from tasks.clips import clip_spec
 from tasks.features import feature_spec
@@ -61,7 +61,10 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
         usable = np.flatnonzero(features.completed())
         if len(usable) == 0:
             raise UserError(f"feature group {features.ref.path} holds no complete video: run `msvqa features`")
-    feature_arrays = VideoArrays(features.ref, ("appearance", "motion"), in_memory=True) if features else None
+    feature_arrays = None
+    if features is not None:
+        names = ("appearance", "motion")
+        feature_arrays = VideoArrays(features.ref, names, in_memory=features_in_memory(config, features.ref, names))
     clip_arrays = VideoArrays(clips.ref, ("appearance", "motion"), in_memory=False) if (with_clips and clips) else None
     splits, dropped = {}, {}
     for split in SPLITS:
@@ -75,6 +78,13 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
         splits[split] = QADataset(arrays, feature_arrays if with_video else None, clip_arrays)
     glove = torch.from_numpy(text.read("glove")) if text.has_array("glove") else None
     return QAData(text, clips, features, read_vocabularies(text.ref), splits, dropped, glove)
+
+
+def features_in_memory(config: PipelineConfig, ref, names: tuple[str, ...]) -> bool:
+    """In memory when asked for and it fits in half the free memory; else read lazily from Zarr."""
+    if not getattr(config.train, "features_in_memory", True):
+        return False
+    return group_nbytes(ref, names) * 2 < available_memory()  # x2: float32 copies while batching
 
 
 def feature_dims(data: QAData) -> tuple[int, int]:
@@ -103,13 +113,40 @@ def make_model(model_cfg: ModelConfig, config: PipelineConfig, data: QAData, see
     wrapped = StandardizedInputs(model, app_dim, mot_dim)
     train = data.splits["train"]
     rows = np.unique(train.arrays.video_rows)
-    wrapped.set_statistics(torch.from_numpy(train.features.rows("appearance", rows)),
-                           torch.from_numpy(train.features.rows("motion", rows)))
+    with torch.no_grad():
+        for name in ("appearance", "motion"):
+            mean, std = _feature_statistics(train.features, name, rows)
+            getattr(wrapped, f"{name}_mean").copy_(mean)
+            getattr(wrapped, f"{name}_std").copy_(std.clamp_min(1e-6))
     return wrapped
+
+
+def _feature_statistics(arrays: VideoArrays, name: str, rows: np.ndarray,
+                        chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and (unbiased) std over every vector of `rows`, read `chunk` videos at a time.
+
+    Chunks are merged with Chan's formula in float64: exact enough even for features on a large
+    offset, without holding every training video's features at once (lazy mode).
+    """
+    mean, m2, count = 0.0, 0.0, 0
+    for start in range(0, len(rows), chunk):
+        block = arrays.rows(name, rows[start:start + chunk])
+        flat = block.reshape(-1, block.shape[-1]).astype(np.float64)  # [n, D]
+        n, block_mean = flat.shape[0], flat.mean(0)
+        block_m2 = ((flat - block_mean) ** 2).sum(0)
+        delta = block_mean - mean
+        total = count + n
+        mean = mean + delta * n / total
+        m2 = m2 + block_m2 + delta ** 2 * count * n / total
+        count = total
+    variance = np.asarray(m2) / max(count - 1, 1)
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(variance)).float()
 
 
 def training_dir(config: PipelineConfig, data: QAData, model_cfg: ModelConfig) -> Path:
     """Checkpoints are keyed by everything that shapes training, so a rerun of the same config resumes."""
-    train = config.train.model_dump(mode="json", exclude={"device", "num_workers", "checkpoint_dir", "baseline"})
+    # Settings that change speed or logging but not the numbers stay out of the key.
+    ignored = {"device", "num_workers", "checkpoint_dir", "baseline", "compile", "features_in_memory"}
+    train = config.train.model_dump(mode="json", exclude=ignored)
     key = spec_hash({"model": model_cfg.model_dump(mode="json"), "train": train, "data": data.spec_hashes})
     return Path(config.train.checkpoint_dir) / f"{model_cfg.name}-{key}"

@@ -9,7 +9,7 @@ import numpy as np
 
 from configs.schema import TextConfig
 from storage.store import GroupRef, SpecGroup, Store
-from tasks.glove import build_glove_matrix
+from tasks.glove import build_glove_matrix, cached_glove_matrix
 from tasks.layout import SPLITS
 from tasks.text import QTYPES, Vocabularies, build_vocabularies, encode_split, load_annotations
 from tasks.weights import sha256_file
@@ -42,6 +42,7 @@ def text_spec(cfg: TextConfig, root: Path) -> dict:
         "answer_top": cfg.answer_top,
         "word_dim": cfg.word_dim,
         "glove_sha256": sha256_file(cfg.glove_path) if cfg.glove_path else None,
+        "glove_skip_malformed": cfg.glove_skip_malformed,
         "annotations": {split: sha256_file(path) for split, path in annotation_paths(root).items()},
     }
 
@@ -82,7 +83,11 @@ def build_text(cfg: TextConfig, root: Path, store_path: Path, dataset: str, seed
     # Parse everything before the first write, so a bad file leaves nothing half-written.
     encoded = {split: encode_split(records[split], vocab, training=(split == "train")) for split in SPLITS}
     glove = None
-    if cfg.glove_path is not None:
+    if cfg.glove_path is not None and cfg.glove_cache is not None:
+        # Keyed by the GloVe file and the vocabulary: a rebuilt store reuses the filtered matrix.
+        glove = cached_glove_matrix(cfg.glove_path, vocab.question_words, cfg.word_dim, cfg.glove_cache, seed=seed,
+                                    skip_malformed=cfg.glove_skip_malformed)
+    elif cfg.glove_path is not None:
         glove = build_glove_matrix(cfg.glove_path, vocab.question_words, cfg.word_dim, seed=seed,
                                    skip_malformed=cfg.glove_skip_malformed)
     store.delete(group.ref)  # a previous crash may have left partial arrays

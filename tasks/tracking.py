@@ -6,22 +6,50 @@ worker threads and stage runs must still land under their pipeline's parent run.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from configs.errors import UserError
 from configs.schema import TrackingConfig
 
 _PARAM_LIMIT = 6000  # MLflow refuses longer param values
+CHAMPION = "champion"
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """HEAD of the checkout the code runs from, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def prefect_flow_run_id() -> str:
+    """The Prefect flow run this code runs in, or "" outside one (e.g. under torchrun)."""
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id or "")
+    except Exception:  # noqa: BLE001 - a tag is never worth failing a run for
+        return ""
 
 
 @dataclass
@@ -63,8 +91,6 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start:start + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-        import time
-
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()
                  if value is not None and math.isfinite(float(value))]
@@ -94,9 +120,37 @@ class Tracker:
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
 
+    def log_input(self, run_id: str, frame: pd.DataFrame, *, name: str, digest: str, source: str,
+                  context: str = "training") -> None:
+        """Record a dataset (here: a table of store groups) as the run's input, with a digest, for lineage."""
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+        entity = dataset._to_mlflow_entity()  # what mlflow.log_input sends, without needing an active run
+        self.client.log_inputs(run_id, [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, interval_s: float = 10.0) -> Iterator[None]:
+        """CPU, memory, disk, network (and GPU where NVML is installed) as system/* metrics of the run.
+
+        Skipped quietly where the monitor cannot start (it needs psutil); it never fails the run.
+        """
+        monitor = None
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=self.cfg.uri)
+            monitor.start()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("system metrics unavailable: %s", exc)
+            monitor = None
+        try:
+            yield
+        finally:
+            if monitor is not None:
+                monitor.finish()
+
     def log_model(self, run_id: str, model: Any, registered_name: str | None = None,
-                  metadata: dict[str, Any] | None = None) -> str | None:
-        """Log a torch module as an MLflow model (optionally registered); returns its model URI."""
+                  metadata: dict[str, Any] | None = None) -> tuple[str, str | None]:
+        """Log a torch module as an MLflow model (optionally registered); returns (model URI, version)."""
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model.cpu(),
@@ -108,7 +162,32 @@ class Tracker:
                 serialization_format="pickle",
                 await_registration_for=0,
             )
-        return info.model_uri
+        version = info.registered_model_version
+        return info.model_uri, None if version is None else str(version)
+
+    def set_model_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+
+    def champion(self, name: str) -> tuple[str, float] | None:
+        """(version, val_acc) of the registered model's `champion` alias, or None when unset."""
+        try:
+            version = self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            return None
+        value = version.tags.get("val_acc")
+        if value is None and version.run_id:
+            value = self.client.get_run(version.run_id).data.metrics.get("best_val_acc")
+        return str(version.version), float(value) if value is not None else -math.inf
+
+    def promote_if_best(self, name: str, version: str, val_acc: float) -> bool:
+        """Move `champion` to `version` when its validation accuracy beats the current champion's."""
+        self.set_model_version_tags(name, version, {"val_acc": val_acc})
+        current = self.champion(name)
+        if current is not None and not (math.isfinite(val_acc) and val_acc > current[1]):
+            return False
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        return True
 
     def run_url_hint(self, run_id: str) -> str:
         return f"{self.cfg.uri} experiment {self.experiment_name!r} run {run_id}"
@@ -120,12 +199,37 @@ class Tracker:
     def child_runs(self, parent_run_id: str) -> list[Any]:
         return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
-    def search_runs(self) -> pd.DataFrame:
-        return mlflow.search_runs(experiment_ids=[self.experiment_id])
+    def search_runs(self, filter_string: str = "") -> pd.DataFrame:
+        return mlflow.search_runs(experiment_ids=[self.experiment_id], filter_string=filter_string)
 
 
-def open_tracker(cfg: TrackingConfig, dataset_name: str) -> Tracker:
+class NullTracker:
+    """Stands in for a Tracker on DDP ranks other than 0: every call does nothing."""
+
+    def start_run(self, *args: Any, **kwargs: Any) -> str:
+        return ""
+
+    @contextlib.contextmanager
+    def system_metrics(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        yield
+
+    def log_model(self, *args: Any, **kwargs: Any) -> tuple[str, None]:
+        return "", None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def open_tracker(cfg: TrackingConfig, dataset_name: str, experiment: str | None = None) -> Tracker:
     try:
-        return Tracker(cfg, cfg.experiment or dataset_name)
-    except mlflow.exceptions.MlflowException as exc:
+        return Tracker(cfg, experiment or cfg.experiment or dataset_name)
+    except MlflowException as exc:
+        raise UserError(f"tracking.uri {cfg.uri!r} could not be opened: {exc.message}") from exc
+
+
+def experiment_exists(cfg: TrackingConfig, name: str) -> bool:
+    """Whether the tracking store holds experiment `name` (without creating it)."""
+    try:
+        return MlflowClient(tracking_uri=cfg.uri).get_experiment_by_name(name) is not None
+    except MlflowException as exc:
         raise UserError(f"tracking.uri {cfg.uri!r} could not be opened: {exc.message}") from exc

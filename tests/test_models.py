@@ -251,3 +251,26 @@ def test_dualvgr_paper_configuration_matches_reference_parameter_count() -> None
     total, trainable = count_parameters(model)
     assert total == trainable
     assert abs(total - REFERENCE_PARAMETERS) / REFERENCE_PARAMETERS < 0.02
+
+
+def test_msvqa_trains_backbones_end_to_end_from_uint8_clips():
+    from models.registry import build_msvqa
+
+    torch.manual_seed(0)
+    model = build_msvqa(ModelConfig(module_dim=16, unit_layers=1), appearance_backbone="tiny2d",
+                        motion_backbone="tiny3d", appearance_normalization="unit", motion_normalization="unit",
+                        question_vocab_size=20, answer_vocab_size=7, num_clips=2, frames_per_clip=3, word_dim=8)
+    batch = Batch(question=torch.randint(1, 20, (2, 4)), question_len=torch.tensor([4, 2]),
+                  appearance_clips=torch.randint(0, 256, (2, 2, 3, 32, 32, 3), dtype=torch.uint8),
+                  motion_clips=torch.randint(0, 256, (2, 2, 3, 16, 16, 3), dtype=torch.uint8),
+                  answer=torch.tensor([1, 3]))
+    output = model(batch)
+    assert output.logits.shape == (2, 7) and output.clip_features.shape == (2, 2, 16)
+    torch.nn.functional.cross_entropy(output.logits, batch.answer).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.appearance_backbone.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.motion_backbone.parameters())
+    model.zero_grad()
+    model.set_backbones_trainable(False)
+    torch.nn.functional.cross_entropy(model(batch).logits, batch.answer).backward()
+    assert all(p.grad is None for p in model.appearance_backbone.parameters())
+    assert any(p.grad is not None for p in model.qa.parameters())

@@ -1,0 +1,52 @@
+"""MSVQA: DualVGR whose appearance and motion encoders are trainable backbones fed with raw clips.
+
+The backbones see the uint8 clips as stored, normalised on the device (inside the model, so a saved
+model normalises exactly as in training). Which layers train is decided by the caller through
+`set_backbones_trainable`, by stage (e.g. frozen in the autoencoder stage, fine-tuned in QA).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from models.backbones import NormalizeClips, NormalizeInput
+from models.dualvgr import DualVGR
+from models.types import Batch, ModelOutput
+
+
+class MSVQA(nn.Module):
+    """Backbones -> DualVGR, end to end. Takes `batch.appearance_clips` and `batch.motion_clips`."""
+
+    uses_video: ClassVar[bool] = True
+    uses_clips: ClassVar[bool] = True
+
+    def __init__(self, qa: DualVGR, appearance_backbone: nn.Module, motion_backbone: nn.Module,
+                 appearance_normalization: str, motion_normalization: str) -> None:
+        super().__init__()
+        self.qa = qa
+        self.appearance_backbone = appearance_backbone
+        self.motion_backbone = motion_backbone
+        self.appearance_input = NormalizeInput(appearance_normalization)
+        self.motion_input = NormalizeClips(motion_normalization)
+
+    def set_backbones_trainable(self, trainable: bool) -> None:
+        for backbone in (self.appearance_backbone, self.motion_backbone):
+            backbone.requires_grad_(trainable)
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame appearance [B, C, F, Da] and per-clip motion [B, C, Dm] features of the raw clips."""
+        if batch.appearance_clips is None or batch.motion_clips is None:
+            raise ValueError("MSVQA needs batch.appearance_clips and batch.motion_clips (uint8 clips)")
+        b, c, f = batch.appearance_clips.shape[:3]
+        frames = self.appearance_input(batch.appearance_clips.flatten(0, 2))  # [B*C*F, 3, H, W]
+        appearance = self.appearance_backbone(frames).view(b, c, f, -1)  # [B, C, F, Da]
+        clips = self.motion_input(batch.motion_clips.flatten(0, 1))  # [B*C, 3, F, h, w]
+        motion = self.motion_backbone(clips).view(b, c, -1)  # [B, C, Dm]
+        return appearance, motion
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        appearance, motion = self.encode(batch)
+        return self.qa.forward_features(batch.question, batch.question_len, appearance, motion)

@@ -1,0 +1,182 @@
+"""The clip store under crashes, bad videos and a growing dataset: `kill -9` then a rerun equals a clean run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from configs.loader import validate_config
+from configs.schema import PipelineConfig
+from storage.store import Store
+from tasks.clips import clip_spec
+from tasks.synth import generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = Path(__file__).with_name("tiny.yaml")
+
+
+def tiny_data(tmp_path: Path, root: Path, store: str = "store.zarr", **changes) -> dict:
+    """tests/tiny.yaml pointed at `root` and a store in `tmp_path`, local runner, with `section.key` changes."""
+    data = yaml.safe_load(TINY.read_text())
+    data.update(data_dir=str(tmp_path), store={"path": str(tmp_path / store)}, runner={"kind": "local", "workers": 2})
+    data["dataset"]["root"] = str(root)
+    data["text"]["glove_path"] = str(root / "glove.txt")
+    for key, value in changes.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    return data
+
+
+def tiny_config(tmp_path: Path, root: Path, store: str = "store.zarr", **changes) -> PipelineConfig:
+    return validate_config(tiny_data(tmp_path, root, store, **changes))
+
+
+def clip_group(config: PipelineConfig):
+    return Store(config.store.path).spec_group(config.dataset.name, "clips", clip_spec(config.clips))
+
+
+def assert_same_arrays(left: PipelineConfig, right: PipelineConfig, kinds=("clips",)) -> None:
+    """Every array (completion flags included) of every group of `kinds` is equal in both stores."""
+    a, b = Store(left.store.path, mode="r"), Store(right.store.path, mode="r")
+    for kind in kinds:
+        groups_a, groups_b = a.find(left.dataset.name, kind), b.find(right.dataset.name, kind)
+        assert [g.ref.spec_hash for g in groups_a] == [g.ref.spec_hash for g in groups_b] and groups_a
+        for ga, gb in zip(groups_a, groups_b):
+            names = [info["name"] for info in ga.array_info()]
+            assert names == [info["name"] for info in gb.array_info()] and "complete" in names
+            for name in names:
+                assert np.array_equal(ga.read(name), gb.read(name)), f"{ga.ref.path}/{name} differs"
+
+
+@pytest.fixture(scope="module")
+def api_url():
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "dataset"
+    generate_dataset(root, 8, 1, width=64, height=48, frames=24, fps=8, glove_dim=8)
+    return root
+
+
+def test_store_grows_along_the_video_axis_keeping_rows(tmp_path):
+    group = Store(tmp_path / "s.zarr").spec_group("ds", "clips", {})
+    group.ensure_array("x", (3, 2), "uint8", chunks=(1, 2))
+    group.ensure_array("complete", (3,), "uint8")
+    group.write("x", np.full((3, 2), 7, np.uint8))
+    group.mark_complete([0, 2])
+    assert group.grow(5) == ["complete", "x"] and group.grow(5) == []
+    assert group.read("x").tolist() == [[7, 7]] * 3 + [[0, 0]] * 2
+    assert group.completed().tolist() == [True, False, True, False, False]
+    group.mark_incomplete([2])
+    assert group.completed().tolist() == [True, False, False, False, False]
+    with pytest.raises(ValueError, match="more than 4"):
+        group.grow(4)
+    group.quarantine({"a": "truncated", "b": "empty file"})
+    group.release(["a", "zzz"])
+    assert group.quarantined() == {"b": "empty file"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_kill_9_during_clips_then_rerun_equals_an_uninterrupted_run(tmp_path, dataset, api_url):
+    from flows.clips import run_clips
+
+    clean = tiny_config(tmp_path, dataset, "clean.zarr")
+    run_clips(clean)
+    data = tiny_data(tmp_path, dataset, "crashed.zarr", **{"clips.videos_per_task": 1})
+    data["runner"]["workers"] = 1  # one video at a time: the kill lands between rows
+    config_path = tmp_path / "crashed.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    crashed = validate_config(data)
+    chunks = Path(crashed.store.path) / crashed.dataset.name / "clips" / clip_group(clean).ref.spec_hash / "appearance"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "clips", str(config_path), "--json"], cwd=REPO,
+                            env={**os.environ, "PREFECT_API_URL": api_url}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while sum(1 for p in chunks.rglob("*") if p.is_file() and p.name != "zarr.json") < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no clip rows written in 120 s"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no clean-up, no final record
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    complete_before = int(clip_group(crashed).completed().sum())
+    assert complete_before < 8
+
+    rerun = run_clips(crashed)
+    assert rerun["decoded_now"] == 8 - complete_before and rerun["complete"] == 8
+    assert_same_arrays(clean, crashed)
+    assert clip_group(crashed).attrs["files"] == clip_group(clean).attrs["files"]
+
+
+def write_bad_videos(root: Path, good: Path) -> list[str]:
+    """A zero-byte file, a text file named .avi and a truncated avi, appended to the mapping as vid101-103."""
+    video = root / "video"
+    (video / "zero_bytes.avi").write_bytes(b"")
+    (video / "notes_renamed.avi").write_text("these are my notes, not a video\n")
+    data = good.read_bytes()
+    (video / "cut_short.avi").write_bytes(data[: int(len(data) * 0.3)])
+    names = ["zero_bytes", "notes_renamed", "cut_short"]
+    with (root / "youtube_mapping.txt").open("a") as mapping:
+        mapping.writelines(f"{name} vid{101 + i}\n" for i, name in enumerate(names))
+    return names
+
+
+def test_bad_videos_are_quarantined_with_their_reason_and_never_marked_complete(tmp_path, api_url):
+    from flows.clips import run_clips
+    from flows.cli import app
+
+    root = tmp_path / "dataset"
+    generate_dataset(root, 6, 2, width=64, height=48, frames=24, fps=8, glove_dim=8)
+    good = sorted((root / "video").iterdir())[0]
+    bad = write_bad_videos(root, good)
+    config = tiny_config(tmp_path, root)
+
+    summary = run_clips(config)
+    assert (summary["videos"], summary["complete"], summary["decoded_now"], summary["quarantined"]) == (9, 6, 6, 3)
+    group = clip_group(config)
+    reasons = {"zero_bytes": "empty file", "notes_renamed": "not a video", "cut_short": "truncated"}
+    assert group.quarantined() == reasons
+    rows = [group.attrs["names"].index(name) for name in bad]
+    assert rows == [6, 7, 8] and not group.completed()[rows].any()
+    assert group.read("num_frames")[rows].tolist() == [0, 0, 0]
+
+    result = CliRunner().invoke(app, ["store", "info", str(_yaml(tmp_path, config)), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output.strip().splitlines()[-1])
+    clips = next(g for g in info["groups"] if g["kind"] == "clips")
+    assert clips["quarantined"] == [{"video": v, "reason": r} for v, r in sorted(reasons.items())]
+    assert (clips["videos"], clips["complete"]) == (9, 6)
+
+    # Unchanged bad files are not retried; a bad file replaced by a good one is decoded on the next run.
+    assert run_clips(config)["decoded_now"] == 0
+    shutil.copyfile(good, root / "video" / "notes_renamed.avi")
+    again = run_clips(config)
+    assert (again["changed"], again["decoded_now"], again["complete"]) == (1, 1, 7)
+    assert clip_group(config).quarantined() == {k: v for k, v in reasons.items() if k != "notes_renamed"}
+    same_file = group.attrs["names"].index(good.stem)
+    assert np.array_equal(group.read("appearance", 7), group.read("appearance", same_file))
+
+
+def _yaml(tmp_path: Path, config: PipelineConfig) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
