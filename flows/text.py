@@ -30,3 +30,11 @@ def text_flow(config: PipelineConfig) -> dict:
                           summary["ref"], summary["question_vocab_size"], summary["answer_vocab_size"],
                           summary["glove_found"], summary["glove_missing"])
     return summary
+
+
+def run_text(config: PipelineConfig) -> dict:
+    """The text flow, reported with the keys `msvqa text --json` promises."""
+    summary = text_flow(config)
+    keys = ("question_vocab_size", "answer_vocab_size", "glove_found", "glove_missing", "vocab_path", "glove_array",
+            "questions")
+    return {key: summary[key] for key in keys}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from configs.errors import UserError
 from tasks.ffmpeg_bin import ffmpeg_binary
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -51,7 +52,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _ENCODE_TIMEOUT_S = 120.0
 
 
-class SynthError(ValueError):
+class SynthError(UserError, ValueError):
     """A synthetic dataset could not be made from the given parameters."""
 
 
