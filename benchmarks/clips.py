@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from configs.schema import ClipsConfig  # noqa: E402
 from storage.store import GroupRef, Store, open_group  # noqa: E402
@@ -48,20 +49,14 @@ WIDTH, HEIGHT = 320, 240
 CLIPS = ClipsConfig(num_clips=8, frames_per_clip=16, sampling="hcrn", appearance_size=224, motion_size=112)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=_positive_int, default=40)
+    parser.add_argument("--videos", type=positive_int, default=40)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--fps", type=_positive_int, default=30)
-    parser.add_argument("--workers", type=_positive_int, default=2)
-    parser.add_argument("--videos-per-task", type=_positive_int, default=4, help="clip-stage videos per task")
+    parser.add_argument("--fps", type=positive_int, default=30)
+    parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--videos-per-task", type=positive_int, default=4, help="clip-stage videos per task")
     return parser.parse_args(argv)
 
 

@@ -22,28 +22,23 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from models.backbones import NormalizeClips, NormalizeInput, build_backbone  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--appearance", default="resnet18", help="2D backbone name")
     parser.add_argument("--motion", default="resnet18_3d", help="3D backbone name")
-    parser.add_argument("--batch", type=_positive_int, default=4, help="clips per forward (2D: their frames)")
-    parser.add_argument("--clips", type=_positive_int, default=8, help="clips timed per backbone")
-    parser.add_argument("--frames", type=_positive_int, default=16, help="frames per clip")
-    parser.add_argument("--size-app", type=_positive_int, default=224)
-    parser.add_argument("--size-mot", type=_positive_int, default=112)
+    parser.add_argument("--batch", type=positive_int, default=4, help="clips per forward (2D: their frames)")
+    parser.add_argument("--clips", type=positive_int, default=8, help="clips timed per backbone")
+    parser.add_argument("--frames", type=positive_int, default=16, help="frames per clip")
+    parser.add_argument("--size-app", type=positive_int, default=224)
+    parser.add_argument("--size-mot", type=positive_int, default=112)
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first")
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
+from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 VECTOR_POOL = 1024  # distinct vectors reused across lines: formatting every value would dominate the run
 SPACE_TOKEN_EVERY = 20_000
@@ -32,18 +33,12 @@ CASE_VARIANT_EVERY = 997
 ABSENT_WORDS = ("zzabsent0", "zzabsent1", "zzabsent2", "zzabsent3", "zzabsent4")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=_positive_int, default=400_000, help="lines in the synthetic file")
-    parser.add_argument("--dim", type=_positive_int, default=300)
-    parser.add_argument("--vocab", type=_positive_int, default=4000, help="vocabulary words drawn from the file")
+    parser.add_argument("--lines", type=positive_int, default=400_000, help="lines in the synthetic file")
+    parser.add_argument("--dim", type=positive_int, default=300)
+    parser.add_argument("--vocab", type=positive_int, default=4000, help="vocabulary words drawn from the file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the file (default: a temp dir)")
     # internal: run one reader in this process and print its timing
