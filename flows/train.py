@@ -69,11 +69,11 @@ def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run
         return {"ae_val_loss": autoencoder_val_loss(autoencoder, val, stage.batch_size, size, device,
                                                     speed["num_workers"], speed["amp"], ctx)}
 
-    # The answer head gets no gradient in this stage, so DDP must look for unused parameters.
+    # The answer head gets no gradient in this stage, so DDP must expect unused parameters.
     result = run_stage(name="ae", model=autoencoder, loss_fn=autoencoder_loss_fn(size), train_set=data.splits["train"],
                        validate=validate, monitor="ae_val_loss", higher_is_better=False, cfg=stage, device=device,
                        checkpoint_dir=ckpt / "autoencoder", seed=config.train.seed, on_epoch=_log_epochs(tracker, run_id),
-                       ctx=ctx, find_unused_parameters=True, **speed)
+                       ctx=ctx, unused_parameters=True, **speed)
     if ctx.is_main:
         samples = reconstruction_samples(autoencoder, val if len(val) else data.splits["train"], size, device)
         with tempfile.TemporaryDirectory() as tmp:

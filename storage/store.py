@@ -70,7 +70,8 @@ class SpecGroup:
                                  compressors=ZstdCodec(level=1))
 
     def has_array(self, name: str) -> bool:
-        return name in self._group.array_keys()
+        # A direct lookup: listing members would warn about the non-Zarr files some groups keep (vocab.json).
+        return name in self._group and isinstance(self._group[name], zarr.Array)
 
     def write(self, name: str, value: np.ndarray, row: int | None = None) -> None:
         """Write a whole array (row None) or one row; with one row per chunk, writers never collide."""

@@ -55,7 +55,12 @@ def image_grid(rows: np.ndarray) -> np.ndarray:
     return grid
 
 
-def save_png(image: np.ndarray, path) -> None:
+def save_png(image: np.ndarray, path, min_width: int = 480) -> None:
+    """Write an RGB uint8 image; small ones are enlarged (nearest neighbour) so pixels stay visible."""
     from PIL import Image
 
-    Image.fromarray(image).save(path)
+    picture = Image.fromarray(image)
+    scale = max(1, min_width // max(picture.width, 1))
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    picture.save(path)

@@ -13,6 +13,7 @@ import math
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -123,7 +124,10 @@ class Tracker:
     def log_input(self, run_id: str, frame: pd.DataFrame, *, name: str, digest: str, source: str,
                   context: str = "training") -> None:
         """Record a dataset (here: a table of store groups) as the run's input, with a digest, for lineage."""
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+        with warnings.catch_warnings():
+            # A local path matches MLflow's "" and "file" sources alike, which are the same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
         entity = dataset._to_mlflow_entity()  # what mlflow.log_input sends, without needing an active run
         self.client.log_inputs(run_id, [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from configs.schema import StageConfig
-from models.losses import qa_loss
+from models.losses import answer_loss, qa_loss
 from models.types import Batch
 from storage.qa_dataset import collate
 from tasks import checkpoints
@@ -54,12 +54,18 @@ def lr_at(cfg: StageConfig, epoch: int) -> float:
 
 
 def qa_loss_fn(alpha: float = 0.0, beta: float = 0.0) -> LossFn:
-    """Answer cross-entropy plus the weighted auxiliary losses the model provides."""
+    """Answer cross-entropy plus the weighted auxiliary losses the model provides.
+
+    With alpha = beta = 0 the auxiliary losses are not computed at all: they would weigh nothing.
+    """
 
     def loss_fn(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         output = model(batch)
-        # Cross-entropy in float32 even under autocast: bf16 logits [B, A] lose the small differences.
-        total, parts = qa_loss(output, batch.answer, alpha=alpha, beta=beta)
+        if alpha or beta:
+            total, parts = qa_loss(output, batch.answer, alpha=alpha, beta=beta)
+        else:
+            total = answer_loss(output.logits, batch.answer)  # logits [B, A]; autocast runs it in float32
+            parts = {"answer": total.detach()}
         values: dict[str, float | torch.Tensor] = dict(parts)  # detached tensors: no device sync per step
         values["correct"] = (output.logits.argmax(-1) == batch.answer).sum()  # logits [B, A]
         return total, values
@@ -114,7 +120,7 @@ def run_stage(
     amp: bool = False,
     compile: bool = False,
     ctx: DistContext = DistContext(),
-    find_unused_parameters: bool = False,
+    unused_parameters: bool = False,
 ) -> StageResult:
     """Train `model` for `cfg.epochs`, resuming from `checkpoint_dir/last.pt` when it exists.
 
@@ -142,8 +148,9 @@ def run_stage(
     step_model = model
     if ctx.enabled:
         device_ids = [torch.device(device).index] if device.startswith("cuda") else None
-        step_model = DistributedDataParallel(model, device_ids=device_ids,
-                                             find_unused_parameters=find_unused_parameters)
+        # With unused parameters, a static graph lets DDP learn them from the first backward instead of
+        # traversing the outputs (the autoencoder returns logits its loss never reads).
+        step_model = DistributedDataParallel(model, device_ids=device_ids, static_graph=unused_parameters)
     if compile:
         step_model = torch.compile(step_model)
     batch_size = per_rank_batch(cfg.batch_size, ctx)

@@ -89,3 +89,89 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     checkpoints.save_atomic({"x": np.arange(4)}, path)
     assert checkpoints.load(path)["x"].tolist() == [0, 1, 2, 3]
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def _tiny_features(tmp_path: Path, n: int = 40, in_memory: bool = True):
+    """A QADataset over random features in a real Zarr store (one video per chunk)."""
+    from storage.qa_dataset import QAArrays, QADataset, VideoArrays
+    from storage.store import Store
+
+    rng = np.random.default_rng(0)
+    group = Store(tmp_path / "store.zarr").spec_group("d", "features", {"t": 1})
+    for name, shape in (("appearance", (10, 2, 3, 6)), ("motion", (10, 2, 5))):
+        if not group.has_array(name):
+            group.ensure_array(name, shape, "float16", chunks=(1,) + shape[1:])
+            group.write(name, (rng.normal(size=shape) + 50.0).astype("float16"))
+    rng = np.random.default_rng(1)  # the same questions whether or not the store was just written
+    arrays = QAArrays(questions=rng.integers(2, 12, size=(n, 4)), lengths=rng.integers(1, 5, size=n),
+                      answers=rng.integers(0, 5, size=n), answer_known=np.ones(n, bool),
+                      video_ids=np.arange(n) % 10, question_ids=np.arange(n), qtypes=np.arange(n) % 2,
+                      video_rows=np.arange(n) % 10)
+    return QADataset(arrays, VideoArrays(group.ref, ("appearance", "motion"), in_memory=in_memory))
+
+
+def _tiny_model():
+    import torch
+
+    from configs.schema import ModelConfig
+    from models.registry import build_model
+
+    torch.manual_seed(0)
+    return build_model(ModelConfig(name="question_only", module_dim=8), question_vocab_size=12,
+                       answer_vocab_size=5, appearance_dim=6, motion_dim=5, num_clips=2, frames_per_clip=3, word_dim=4)
+
+
+def test_lazy_zarr_features_load_in_worker_processes_like_in_memory(tmp_path):
+    import torch
+
+    from tasks.training import make_loader
+
+    lazy, eager = _tiny_features(tmp_path, in_memory=False), _tiny_features(tmp_path, in_memory=True)
+    batches = [list(make_loader(data, 8, shuffle=True, seed=1, epoch=0, num_workers=workers))
+               for data, workers in ((lazy, 2), (eager, 0))]
+    assert len(batches[0]) == 5
+    for a, b in zip(*batches):
+        assert torch.equal(a.appearance, b.appearance) and torch.equal(a.question, b.question)
+        assert a.appearance.dtype == torch.float32 and a.appearance.shape == (8, 2, 3, 6)
+    assert lazy.features._group is None  # the workers opened their own handles, the parent none
+
+
+def test_early_stopping_and_stepwise_lr_without_warnings(tmp_path):
+    import warnings
+
+    from configs.schema import StageConfig
+    from tasks.training import qa_loss_fn, qa_validator, run_stage
+
+    data, model = _tiny_features(tmp_path), _tiny_model()
+    cfg = StageConfig(epochs=20, batch_size=8, lr=1e-9, patience=2, lr_decay_epochs=1, lr_decay=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(), train_set=data,
+                           validate=qa_validator(model, data, 8, "cpu"), monitor="val_acc", higher_is_better=True,
+                           cfg=cfg, device="cpu", checkpoint_dir=tmp_path / "ckpt", seed=0)
+    # An lr of 1e-9 never moves val_acc: epoch 0 is best, two more epochs without improvement stop the stage.
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
+    assert [row["qa_lr"] for row in result.history] == [1e-9, 5e-10, 2.5e-10]
+    assert {"val_acc_what", "val_acc_who"} <= set(result.history[0]) and "val_acc_how" not in result.history[0]
+
+
+def test_feature_statistics_in_chunks_match_numpy(tmp_path):
+    from tasks.qa_setup import _feature_statistics
+
+    features = _tiny_features(tmp_path).features
+    rows = np.arange(10)
+    mean, std = _feature_statistics(features, "appearance", rows, chunk=3)
+    flat = features.rows("appearance", rows).reshape(-1, 6).astype(np.float64)
+    assert np.allclose(mean.numpy(), flat.mean(0), atol=1e-4)
+    assert np.allclose(std.numpy(), flat.std(0, ddof=1), rtol=1e-4)
+
+
+def test_features_stay_on_disk_when_asked(tmp_path):
+    from types import SimpleNamespace
+
+    from tasks.qa_setup import features_in_memory
+
+    ref = _tiny_features(tmp_path).features.ref
+    names = ("appearance", "motion")
+    assert features_in_memory(SimpleNamespace(train=SimpleNamespace()), ref, names)  # default: in memory
+    assert not features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=False)), ref, names)
