@@ -155,7 +155,8 @@ def main() -> None:
             console.print(f"[dim]{time.monotonic() - started:.1f}s[/]")
 
 
-from flows import cli_inspect  # noqa: E402,F401  (registers the inspection commands on `app`)
+# Registered on `app` by importing them: inspection commands, answering and searching.
+from flows import cli_answer, cli_inspect  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -112,6 +112,7 @@ def clips_flow_body(config: PipelineConfig) -> dict:
     group, plan = open_clip_group(config, videos)
     row_of = {(vid, name): row for row, (vid, name) in enumerate(zip(plan.video_ids, plan.names))}
     done = group.completed()
+    # A stored row stays usable when its file goes missing later; only rows never decoded are quarantined.
     group.quarantine({v.name: MISSING_FILE for v in videos
                       if v.path is None and not done[row_of[(v.video_id, v.name)]]})
     quarantined = group.quarantined()

@@ -117,7 +117,8 @@ def video_features(bundle: Bundle, video: Path, device: str) -> tuple[np.ndarray
     try:
         appearance, motion, _, _ = decode_one(ClipJob(0, 0, video.stem, str(video)), cfg)
     except VideoError as exc:
-        raise UserError(f"--video {video} cannot be used: {exc.reason} ({exc})") from exc
+        detail = str(exc).removeprefix(f"Video {exc.path}: ")
+        raise UserError(f"--video {video} cannot be used ({exc.reason}): {detail}") from exc
     features: FeaturesConfig = bundle.config.features.model_copy(update={"device": device})
     return extract_video(appearance, motion, features, device)
 

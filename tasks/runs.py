@@ -61,3 +61,15 @@ def runs_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     out = frame.astype(object).where(frame.notna(), None)
     out["start_time"] = [t.isoformat() if t is not None else None for t in out["start_time"]]
     return out.to_dict(orient="records")
+
+
+def runs_text(frame: pd.DataFrame) -> str:
+    """A plain table for people: accuracies in percent, empty type columns left out, '-' where missing."""
+    if frame.empty:
+        return "no training runs"
+    shown = frame.drop(columns=["run_id"]).dropna(axis=1, how="all").copy()
+    shown["start_time"] = [t.strftime("%Y-%m-%d %H:%M") for t in shown["start_time"]]
+    for column in shown.columns:
+        if column.endswith("acc") or "_acc_" in column:
+            shown[column] = [f"{100 * v:.1f}" if pd.notna(v) else "-" for v in shown[column]]
+    return shown.rename(columns=lambda c: c.replace("test_acc_", "")).to_string(index=False)

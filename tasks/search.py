@@ -49,6 +49,13 @@ def feature_group(bundle: Bundle, store_path: Path, dataset: str) -> SpecGroup:
                     f"({_describe_spec(bundle.feature_spec)}); it holds: {held}")
 
 
+def _read_rows(group: SpecGroup, name: str, rows: np.ndarray) -> np.ndarray:
+    # A run of consecutive rows (the usual case) reads as a slice: about twice as fast as a row selection.
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return group.read(name, slice(int(rows[0]), int(rows[-1]) + 1))
+    return group.read(name, rows)
+
+
 @torch.inference_mode()
 def score_rows(bundle: Bundle, group: SpecGroup, rows: np.ndarray, question: torch.Tensor, answer: int | None,
                batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
@@ -61,12 +68,14 @@ def score_rows(bundle: Bundle, group: SpecGroup, rows: np.ndarray, question: tor
     scores, tops = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        appearance = torch.from_numpy(group.read("appearance", chunk))  # [B, C, F, Da] f16
-        motion = torch.from_numpy(group.read("motion", chunk))  # [B, C, Dm] f16
+        appearance = torch.from_numpy(_read_rows(group, "appearance", chunk))  # [B, C, F, Da] f16
+        motion = torch.from_numpy(_read_rows(group, "motion", chunk))  # [B, C, Dm] f16
         probabilities = answer_probabilities(model, question, appearance, motion, device)  # [B, A]
         best_p, best = probabilities.masked_fill(~real, -1.0).max(dim=-1)  # [B], [B]
         scores.append((best_p if answer is None else probabilities[:, answer]).numpy())
         tops.append(best.numpy())
+    if not scores:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(scores), np.concatenate(tops)
 
 

@@ -54,6 +54,8 @@ def download_bundle(uri: str, tracking_uri: str, dst_dir: Path) -> Path:
     _check_tracking_uri(tracking_uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # The download's progress bar would land on stderr around `--json` output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Imported here: mlflow takes seconds to import, and local bundle paths never need it.
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException

@@ -86,6 +86,6 @@ def test_baseline_on_real_msvd_qa_beats_the_first_word_prior(tmp_path):
 
     config = tiny_config(tmp_path, root=REAL, dataset={"name": "msvd_qa"}, text={"word_dim": 300},
                          model={"module_dim": 256, "dropout": 0.15},
-                         train={"qa": {"epochs": 1, "batch_size": 128, "lr": 0.001}})
+                         train={"qa": {"epochs": 1, "batch_size": 256, "lr": 0.002}})
     result = run_baseline(config)
     assert result["test_acc"] > 0.1886, result  # most frequent answer per first word

@@ -16,6 +16,7 @@ from models.types import Batch
 from storage.store import spec_hash
 from tasks.bundle import Bundle, load_bundle, save_bundle
 from tasks.clips import clip_spec
+from tasks.features import feature_spec
 from tasks.text import QARecord, Vocabularies, build_vocabularies
 
 TINY = Path(__file__).with_name("tiny.yaml")
@@ -56,8 +57,6 @@ def random_bundle(tmp_path: Path, config: PipelineConfig | None = None, **kwargs
     config = config or tiny_pipeline_config(tmp_path)
     vocab = tiny_vocab()
     clips = spec_hash(clip_spec(config.clips))
-    from tasks.features import feature_spec
-
     hashes = {"text": "t" * 12, "clips": clips, "features": spec_hash(feature_spec(config.features, clips))}
     return save_bundle(tmp_path / "bundle" / "bundle.pt", config=config, vocab=vocab,
                        model=random_model(config, vocab, **kwargs), spec_hashes=hashes, metrics={"val_acc": 0.25})

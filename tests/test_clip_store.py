@@ -59,6 +59,18 @@ def assert_same_arrays(left: PipelineConfig, right: PipelineConfig, kinds=("clip
                 assert np.array_equal(ga.read(name), gb.read(name)), f"{ga.ref.path}/{name} differs"
 
 
+def latest_artifact(key: str):
+    """The newest version of the Prefect artifact `key`: its data is the table (as JSON) or the progress."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
+    assert len(found) == 1, f"no artifact {key}"
+    return found[0].data
+
+
 @pytest.fixture(scope="module")
 def api_url():
     from prefect.settings import PREFECT_API_URL
@@ -158,6 +170,10 @@ def test_bad_videos_are_quarantined_with_their_reason_and_never_marked_complete(
     rows = [group.attrs["names"].index(name) for name in bad]
     assert rows == [6, 7, 8] and not group.completed()[rows].any()
     assert group.read("num_frames")[rows].tolist() == [0, 0, 0]
+
+    assert json.loads(latest_artifact("clips-quarantine-tiny")) == \
+        [{"video": v, "reason": r} for v, r in sorted(reasons.items())]
+    assert latest_artifact("clips-progress-tiny") == 100.0
 
     result = CliRunner().invoke(app, ["store", "info", str(_yaml(tmp_path, config)), "--json"])
     assert result.exit_code == 0, result.output

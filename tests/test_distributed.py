@@ -1,0 +1,158 @@
+"""DDP on CPU with gloo: two torchrun processes train as one, and only rank 0 writes or tracks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from configs.errors import UserError
+from tasks.distributed import DistContext, epoch_sampler, per_rank_batch, shard, torchrun_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Both stages as the train flow runs them: autoencoder (lazy clips, unused answer head), then QA.
+JOB = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    import numpy as np, torch
+    from configs.schema import ModelConfig, StageConfig
+    from models.registry import build_autoencoder, build_model
+    from storage.qa_dataset import QAArrays, QADataset, VideoArrays
+    from storage.store import Store
+    from tasks import checkpoints
+    from tasks.autoencoder import autoencoder_loss_fn, autoencoder_val_loss
+    from tasks.distributed import init_distributed, shutdown
+    from tasks.training import qa_loss_fn, qa_validator, run_stage
+
+    work = Path(sys.argv[1])
+    torch.set_num_threads(1)
+    ctx, device = init_distributed("cpu")
+    saves = []
+    real_save = checkpoints.save_atomic
+    checkpoints.save_atomic = lambda state, path: (saves.append(path.name), real_save(state, path))
+    rng = np.random.default_rng(0)
+    store = Store(work / "store.zarr")
+    groups = {kind: store.spec_group("d", kind, {"t": 1}) for kind in ("features", "clips")}
+    if ctx.is_main:
+        for kind, name, shape, dtype in (("features", "appearance", (10, 2, 3, 6), "float16"),
+                                         ("features", "motion", (10, 2, 5), "float16"),
+                                         ("clips", "appearance", (10, 2, 3, 8, 8, 3), "uint8"),
+                                         ("clips", "motion", (10, 2, 3, 8, 8, 3), "uint8")):
+            groups[kind].ensure_array(name, shape, dtype, chunks=(1,) + shape[1:])
+            values = rng.integers(0, 255, size=shape) if dtype == "uint8" else rng.normal(size=shape)
+            groups[kind].write(name, values.astype(dtype))
+    ctx.barrier()
+    n = 40
+    arrays = QAArrays(questions=rng.integers(2, 12, size=(n, 4)), lengths=rng.integers(1, 5, size=n),
+                      answers=rng.integers(0, 5, size=n), answer_known=np.ones(n, bool),
+                      video_ids=np.arange(n) % 10, question_ids=np.arange(n), qtypes=np.arange(n) % 3,
+                      video_rows=np.arange(n) % 10)
+    features = VideoArrays(groups["features"].ref, ("appearance", "motion"), in_memory=True)
+    clips = VideoArrays(groups["clips"].ref, ("appearance", "motion"), in_memory=False)
+    data = QADataset(arrays, features, clips)
+    torch.manual_seed(0)
+    cfg = ModelConfig(module_dim=8, unit_layers=1, decoder_size=8)
+    model = build_model(cfg, question_vocab_size=12, answer_vocab_size=5, appearance_dim=6, motion_dim=5,
+                        num_clips=2, frames_per_clip=3, word_dim=4)
+    ae = build_autoencoder(model, cfg, 3)
+    ae_result = run_stage(name="ae", model=ae, loss_fn=autoencoder_loss_fn(8), train_set=data,
+                          validate=lambda: {"ae_val_loss": autoencoder_val_loss(ae, data, 8, 8, "cpu", ctx=ctx)},
+                          monitor="ae_val_loss", higher_is_better=False, cfg=StageConfig(epochs=1, batch_size=8, lr=0.01),
+                          device=device, checkpoint_dir=work / "ckpt" / "ae", seed=3, ctx=ctx,
+                          unused_parameters=True)
+    stepped = {}
+    def progress(done, total):  # parameters right after each optimizer step, before any checkpoint is read
+        stepped.update({k: v.detach().clone() for k, v in model.named_parameters()})
+    qa_result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(), train_set=data, progress=progress,
+                          validate=qa_validator(model, data, 8, "cpu", ctx=ctx), monitor="val_acc",
+                          higher_is_better=True, cfg=StageConfig(epochs=2, batch_size=8, lr=0.01), device=device,
+                          checkpoint_dir=work / "ckpt" / "qa", seed=3, ctx=ctx)
+    torch.save({"stepped": stepped, "final": model.state_dict()}, work / f"rank{ctx.rank}.pt")
+    (work / f"rank{ctx.rank}.json").write_text(json.dumps(
+        {"saves": saves, "history": ae_result.history + qa_result.history}))
+    shutdown()
+''')
+
+
+def test_epoch_order_is_the_same_for_any_world_size():
+    data = list(range(23))
+    single = list(epoch_sampler(data, seed=5, epoch=2, ctx=DistContext()))
+    reference = list(RandomSampler(data, generator=torch.Generator().manual_seed(5 * 100_003 + 2)))
+    assert single == reference
+    ranks = [list(epoch_sampler(data, seed=5, epoch=2, ctx=DistContext(rank=r, world_size=2))) for r in (0, 1)]
+    assert ranks[0] == single[0::2] and ranks[1][:11] == single[1::2]  # the last item pads rank 1
+    assert list(epoch_sampler(data, seed=5, epoch=3, ctx=DistContext())) != single
+
+
+def test_shards_cover_each_item_once_and_batches_must_divide():
+    ctx = [DistContext(rank=r, world_size=3) for r in range(3)]
+    assert sorted(sum((shard(10, c).tolist() for c in ctx), [])) == list(range(10))
+    assert per_rank_batch(32, DistContext(rank=0, world_size=2)) == 16
+    with pytest.raises(UserError, match="batch_size 33"):
+        per_rank_batch(33, DistContext(rank=0, world_size=2))
+
+
+def test_torchrun_command_runs_this_module():
+    command = torchrun_command(Path("c.yaml"), ["train.qa.epochs=1"], nproc=4, json_out=True)
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
+                           "tasks.distributed", "c.yaml", "--set", "train.qa.epochs=1", "--json"]
+
+
+def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
+
+
+def test_two_gloo_processes_end_identical_and_only_rank_0_writes(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + JOB)
+    done = _torchrun(str(script), str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    # Gradients are averaged over ranks, so every step leaves the same parameters on both ranks.
+    for name in ("stepped", "final"):
+        assert all(torch.equal(weights[0][name][k], weights[1][name][k]) for k in weights[0][name]), name
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[1]["saves"] == []
+    assert {"last.pt", "best.pt"} <= set(reports[0]["saves"])
+    # Metrics are reduced over ranks, so both ranks saw the same history (and stopped together).
+    assert reports[0]["history"] == reports[1]["history"]
+    assert [row["epoch"] for row in reports[0]["history"]] == [0, 0, 1]
+    assert {"ae_val_loss", "val_acc", "val_acc_what", "qa_train_loss"} <= set().union(*reports[0]["history"])
+
+
+@pytest.mark.slow
+def test_entry_point_under_torchrun_tracks_once(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from configs.loader import config_to_yaml
+    from tasks.text_store import build_text
+    from test_baseline import tiny_config, write_annotations
+
+    write_annotations(tmp_path / "dataset")
+    config = tiny_config(tmp_path)
+    config = config.model_copy(update={"data_dir": tmp_path})
+    build_text(config.text, config.dataset.root, config.store.path, config.dataset.name)
+    path = tmp_path / "config.yaml"
+    path.write_text(config_to_yaml(config))
+    done = _torchrun("-m", "tasks.distributed", str(path), "--set", "train.qa.epochs=2", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 alone reports
+    summary = json.loads(lines[0])
+    client = MlflowClient(config.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["question_only", "train"]
+    assert all(run.info.status == "FINISHED" for run in runs)
+    child = next(run for run in runs if run.info.run_name == "question_only")
+    assert child.data.params["world_size"] == "2"
+    assert child.data.metrics["test_acc"] == pytest.approx(summary["test_acc"])
