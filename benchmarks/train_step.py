@@ -29,7 +29,7 @@ from configs.schema import ModelConfig, StageConfig  # noqa: E402
 from models.registry import build_model  # noqa: E402
 from storage.qa_dataset import QAArrays, QADataset, VideoArrays  # noqa: E402
 from storage.store import Store  # noqa: E402
-from tasks.training import make_loader, qa_loss_fn, train_epoch  # noqa: E402
+from tasks.training import make_loader, make_optimizer, qa_loss_fn, train_epoch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def measure(size: Size, batch: int, steps: int, warmup: int, device: str, amp: b
                         frames_per_clip=size.frames).to(device)
     cfg = StageConfig(batch_size=batch, lr=1e-4)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = make_optimizer(params, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         data = dataset(size, batch * (steps + warmup), Path(tmp))
         loader = make_loader(data, batch, shuffle=True, pin_memory=device.startswith("cuda"))

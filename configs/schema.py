@@ -145,6 +145,13 @@ class RunnerConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1)
 
 
+class ReprocessConfig(_Strict):
+    """Scheduled incremental reprocessing of new, changed or removed videos and questions."""
+
+    cron: str | None = None  # schedule of the `reprocess` deployment, e.g. "0 3 * * *"; None: no deployment
+    retrain_min_new_videos: int | None = Field(None, ge=1)  # retrain when >= this many videos are new or changed
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline's configuration: one object from ingest to evaluation."""
 
@@ -159,6 +166,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
+    reprocess: ReprocessConfig = ReprocessConfig()
 
     @model_validator(mode="after")
     def _dask_needs_workers(self) -> "PipelineConfig":

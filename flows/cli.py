@@ -105,6 +105,8 @@ _stage_command("text", "flows.text:run_text", "text finished",
                "Tokenise questions, build vocabularies and the GloVe matrix into the store.")
 _stage_command("train", "flows.train:train_flow", "training finished",
                "Train the configured model (autoencoder then QA stage) and the baseline from the store.")
+_stage_command("reprocess", "flows.reprocess:run_reprocess", "reprocess finished",
+               "Rescan dataset.root and process only new, changed or removed videos and changed annotations.")
 _stage_command("evaluate", "flows.evaluate:evaluate_flow", "evaluation finished",
                "Evaluate the configured model's best checkpoint on test, overall and per question type.")
 

@@ -19,7 +19,8 @@ from flows.clips import artifact_key
 from flows.runtime import task_runner
 from storage.store import GroupRef, SpecGroup, Store
 from tasks.clips import clip_spec
-from tasks.features import backbone_out_dims, feature_spec, prepare_feature_group, process_feature_rows
+from tasks.device import resolve_device
+from tasks.features import backbone_out_dims, feature_spec, load_backbone, prepare_feature_group, process_feature_rows
 
 
 # Retries cover infrastructure failures; rewriting a row is harmless because each row is its own chunk.
@@ -44,6 +45,17 @@ def feature_group_for(config: PipelineConfig, clips: SpecGroup) -> SpecGroup:
     return store.spec_group(config.dataset.name, "features", feature_spec(config.features, clips.ref.spec_hash))
 
 
+def warm_backbones(config: PipelineConfig) -> None:
+    """Build both backbones once, here, before the local runner's threads need them.
+
+    Those threads share this process's backbone cache; two of them missing it at once would seed and
+    draw from torch's global generator at the same time, giving random-init backbones other weights.
+    """
+    device = resolve_device(config.features.device)
+    for backbone in (config.features.appearance, config.features.motion):
+        load_backbone(backbone.backbone, str(backbone.weights or ""), config.features.seed, device)
+
+
 def features_flow_body(config: PipelineConfig) -> dict:
     logger = get_run_logger()
     clips = clip_group_for(config)
@@ -66,6 +78,8 @@ def features_flow_body(config: PipelineConfig) -> dict:
     batches = [todo[start:start + size] for start in range(0, len(todo), size)]
     logger.info("features %s: %d videos to extract in %d tasks", features.ref.path, len(todo), len(batches))
     written: list[int] = []
+    if batches and config.runner.kind == "local":
+        warm_backbones(config)
     if batches:
         progress = create_progress_artifact(0.0, key=artifact_key("features-progress", config.dataset.name),
                                             description=f"videos extracted into {features.ref.path}")

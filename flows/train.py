@@ -202,9 +202,8 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
         tracker.end_run(run_id)
     except BaseException:
         tracker.end_run(run_id, failed=True)
-        raise
-    finally:
-        ctx.barrier()  # the other ranks wait while rank 0 evaluates and logs
+        raise  # under torchrun, a failed rank makes torchrun stop the others
+    ctx.barrier()  # the other ranks wait while rank 0 evaluates and logs
     return {"run_id": run_id, "model": model_cfg.name, **figures}
 
 

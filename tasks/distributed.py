@@ -85,8 +85,9 @@ def init_distributed(device: str) -> tuple[DistContext, str]:
         torch.cuda.set_device(ctx.local_rank)
     if ctx.enabled and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        # Rank 0 may spend minutes on test evaluation and model logging while the others wait.
-        dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, timeout=timedelta(hours=2))
+        # Rank 0 may spend minutes on test evaluation and model logging while the others wait; past this,
+        # a rank stuck on a dead peer gives up instead of lingering.
+        dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, timeout=timedelta(minutes=30))
     return ctx, device
 
 

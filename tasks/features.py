@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,29 @@ def feature_spec(cfg: FeaturesConfig, clip_hash: str) -> dict:
     }
 
 
+# Threads of one process (local runner, multi-threaded Dask workers) would otherwise seed torch's global
+# generator at the same time and build random-init backbones with different weights.
+_BUILD_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4)
-def load_backbone(name: str, weights: str | None, seed: int, device: str) -> torch.nn.Module:
-    """Build a backbone once per process; without weights its init is seeded so every worker agrees."""
+def _cached_backbone(name: str, weights: str | None, seed: int, device: str) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_backbone(name)
     if weights:
         load_backbone_weights(model, Path(weights))
     return model.eval().to(device)
+
+
+def load_backbone(name: str, weights: str | None, seed: int, device: str) -> torch.nn.Module:
+    """Build a backbone once per process; without weights its init is seeded so every worker agrees."""
+    with _BUILD_LOCK:
+        return _cached_backbone(name, weights, seed, device)
+
+
+def clear_backbone_cache() -> None:
+    """Forget the built backbones, as a fresh worker process would."""
+    _cached_backbone.cache_clear()
 
 
 def backbone_out_dims(cfg: FeaturesConfig) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -39,9 +40,8 @@ JOB = textwrap.dedent('''
     real_save = checkpoints.save_atomic
     checkpoints.save_atomic = lambda state, path: (saves.append(path.name), real_save(state, path))
     rng = np.random.default_rng(0)
-    store = Store(work / "store.zarr")
-    groups = {kind: store.spec_group("d", kind, {"t": 1}) for kind in ("features", "clips")}
-    if ctx.is_main:
+    if ctx.is_main:  # one writer; the others open the store once it is complete
+        groups = {kind: Store(work / "store.zarr").spec_group("d", kind, {"t": 1}) for kind in ("features", "clips")}
         for kind, name, shape, dtype in (("features", "appearance", (10, 2, 3, 6), "float16"),
                                          ("features", "motion", (10, 2, 5), "float16"),
                                          ("clips", "appearance", (10, 2, 3, 8, 8, 3), "uint8"),
@@ -50,6 +50,7 @@ JOB = textwrap.dedent('''
             values = rng.integers(0, 255, size=shape) if dtype == "uint8" else rng.normal(size=shape)
             groups[kind].write(name, values.astype(dtype))
     ctx.barrier()
+    groups = {kind: Store(work / "store.zarr", mode="r").spec_group("d", kind, {"t": 1}) for kind in ("features", "clips")}
     n = 40
     arrays = QAArrays(questions=rng.integers(2, 12, size=(n, 4)), lengths=rng.integers(1, 5, size=n),
                       answers=rng.integers(0, 5, size=n), answer_known=np.ones(n, bool),
@@ -107,9 +108,18 @@ def test_torchrun_command_runs_this_module():
 
 
 def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """torchrun with two processes in its own session, so a timeout kills the workers too, not just torchrun."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun ran past {timeout}s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def test_two_gloo_processes_end_identical_and_only_rank_0_writes(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from configs.schema import BackboneConfig, FeaturesConfig
 from storage.store import Store
-from tasks.features import extract_video, feature_spec, load_backbone, prepare_feature_group, process_feature_rows
+from tasks.features import clear_backbone_cache, extract_video, feature_spec, load_backbone, prepare_feature_group, process_feature_rows
 from tasks.weights import save_backbone_weights
 
 CFG = FeaturesConfig(appearance=BackboneConfig(backbone="tiny2d", normalization="unit"),
@@ -23,7 +23,7 @@ def _clips(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_features_are_deterministic_and_shaped():
     app, mot = _clips(0)
     first = extract_video(app, mot, CFG, "cpu")
-    load_backbone.cache_clear()  # a fresh worker builds the random-init backbones again from the seed
+    clear_backbone_cache()  # a fresh worker builds the random-init backbones again from the seed
     second = extract_video(app, mot, CFG, "cpu")
     assert first[0].shape == (2, 3, 128) and first[1].shape == (2, 128)
     assert first[0].dtype == np.float16
