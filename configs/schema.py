@@ -72,6 +72,9 @@ class FeaturesConfig(_Strict):
     motion: BackboneConfig = BackboneConfig(backbone="resnext101_3d", normalization="hara", batch_size=8)
     device: str = "auto"
     seed: int = 0
+    # Torch CPU threads per extraction worker; None keeps torch's default (all cores). With several
+    # worker processes on one machine, cores / workers avoids oversubscription.
+    torch_threads: int | None = Field(None, ge=1)
 
 
 class TextConfig(_Strict):

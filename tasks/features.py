@@ -101,6 +101,8 @@ def process_feature_rows(clip_ref: GroupRef, feature_ref: GroupRef, rows: list[i
     clips = open_group(clip_ref, mode="r")
     features = open_group(feature_ref)
     device = resolve_device(cfg.device)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     written = []
     for row in rows:
         app, mot = extract_video(clips.read(APPEARANCE, row), clips.read(MOTION, row), cfg, device)
