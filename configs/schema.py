@@ -132,6 +132,11 @@ class TrainConfig(_Strict):
     # Train the question-only model the same way and log it as its own run.
     baseline: bool = True
     checkpoint_dir: Path = Path("data/checkpoints")
+    # Keep the feature set in memory when it fits (half the free RAM); else read rows lazily from Zarr.
+    features_in_memory: bool = True
+    amp: bool = True  # bf16 autocast on CUDA
+    amp_cpu: bool = False  # bf16 autocast on a CPU with native bf16 (about 1.5x on such CPUs)
+    compile: bool = False  # torch.compile the model
 
 
 class TrackingConfig(_Strict):
@@ -139,6 +144,7 @@ class TrackingConfig(_Strict):
     artifact_location: Path = Path("data/mlartifacts")
     experiment: str | None = None  # defaults to the dataset name
     register_model: bool = True
+    system_metrics: bool = True
 
 
 class RunnerConfig(_Strict):

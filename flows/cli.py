@@ -103,8 +103,8 @@ _stage_command("features", "flows.features:run_features", "features finished",
                "Extract appearance and motion features from the clip store (resumable).")
 _stage_command("text", "flows.text:run_text", "text finished",
                "Tokenise questions, build vocabularies and the GloVe matrix into the store.")
-_stage_command("train", "flows.train:train_flow", "training finished",
-               "Train the configured model (autoencoder then QA stage) and the baseline from the store.")
+_stage_command("baseline", "flows.baseline:baseline_flow", "baseline finished",
+               "Train and test the question-only model from the text store alone: the language-prior floor.")
 _stage_command("reprocess", "flows.reprocess:run_reprocess", "reprocess finished",
                "Rescan dataset.root and process only new, changed or removed videos and changed annotations.")
 _stage_command("evaluate", "flows.evaluate:evaluate_flow", "evaluation finished",
@@ -125,6 +125,22 @@ def run(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt, json_
         return {key: result.get(key) for key in keys} | {"details": {k: v for k, v in result.items() if k not in keys}}
 
     run_body(with_prefect(body), json_out, "pipeline finished")
+
+
+@app.command()
+def train(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt, json_out: bool = JsonOpt,
+          nproc: int = typer.Option(1, "--nproc", min=1,
+                                    help="DDP processes on this machine (one per GPU), via torchrun.")) -> None:
+    """Train the configured model (autoencoder then QA stage) and the baseline from the store."""
+    cfg = load(config, overrides)
+    if nproc > 1:
+        import os
+
+        from tasks.distributed import torchrun_command
+
+        command = torchrun_command(config, overrides or [], nproc, json_out)
+        os.execv(command[0], command)
+    run_body(with_prefect(lambda: _call("flows.train:train_flow", cfg)), json_out, "training finished")
 
 
 @app.command()

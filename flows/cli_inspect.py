@@ -7,12 +7,34 @@ from typing import Optional
 
 import typer
 
-from flows.cli import ConfigArg, JsonOpt, SetOpt, app, load, run_body
+from flows.cli import ConfigArg, JsonOpt, SetOpt, app, console, load, run_body
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect the Zarr store.")
 app.add_typer(store_app, name="store")
 weights_app = typer.Typer(no_args_is_help=True, help="Check backbone checkpoints.")
 app.add_typer(weights_app, name="weights")
+runs_app = typer.Typer(no_args_is_help=True, help="Compare tracked training runs.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("compare")
+def runs_compare(config: Optional[Path] = typer.Argument(None, help="YAML config (tracking URI; default: built-in)."),
+                 overrides: Optional[list[str]] = SetOpt,
+                 experiment: Optional[str] = typer.Option(None, "--experiment",
+                                                          help="MLflow experiment (default: the config's)."),
+                 json_out: bool = JsonOpt) -> None:
+    """Every trained model run: val/test accuracy, per question type, beside its question-only baseline."""
+    cfg = load(config, overrides)
+
+    def body() -> dict:
+        from tasks.runs import compare_runs, runs_records, runs_text
+
+        frame = compare_runs(cfg, experiment)
+        if not json_out:
+            console.print(runs_text(frame), highlight=False)
+        return {"experiment": experiment or cfg.tracking.experiment or cfg.dataset.name, "runs": runs_records(frame)}
+
+    run_body(body, json_out, "runs")
 
 
 @app.command()

@@ -29,7 +29,6 @@ from flows.pipeline import pipeline_flow
 from flows.reprocess import run_reprocess
 from flows.text import text_flow
 from flows.train import train_flow
-from tasks.changes import reprocess_settings
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -100,7 +99,7 @@ def reprocess_deployment(config: PipelineConfig, config_path: str | Path,
     """The scheduled `reprocess` deployment, or None when the config sets no `reprocess.cron`."""
     from prefect.types.entrypoint import EntrypointType
 
-    cron = reprocess_settings(config).cron
+    cron = config.reprocess.cron
     if cron is None:
         return None
     return reprocess_from_file.to_deployment(
@@ -185,7 +184,7 @@ def prefect_yaml(config_path: str = "configs/demo.yaml", root: Path = PROJECT_RO
     files = [{"name": f"{stage}{FILE_SUFFIX}", "entrypoint": entrypoint(run_from_file),
               "tags": ["msvqa", stage, "from-file"], "work_pool": {"name": WORK_POOL},
               "parameters": {"config_path": config_path, "stage": stage, "overrides": []}} for stage in STAGES]
-    cron = reprocess_settings(validated).cron
+    cron = validated.reprocess.cron
     if cron is not None:
         files.append({"name": REPROCESS, "entrypoint": entrypoint(reprocess_from_file),
                       "tags": ["msvqa", REPROCESS, "from-file"], "work_pool": {"name": WORK_POOL},

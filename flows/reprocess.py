@@ -35,7 +35,7 @@ from flows.clips import artifact_key, plan_for, run_clips
 from flows.features import run_features
 from flows.ingest import ensure_dataset_task
 from storage.store import Store, spec_hash
-from tasks.changes import ChangeSet, IndexPlan, change_set, file_changes, fingerprint_file, reprocess_settings, \
+from tasks.changes import ChangeSet, IndexPlan, change_set, file_changes, fingerprint_file, \
     should_retrain
 from tasks.clips import clip_spec
 from tasks.features import feature_spec
@@ -164,7 +164,7 @@ def reprocess_flow(config: PipelineConfig) -> dict:
                                text_spec(config.text, root))
         store.update_dataset_attrs(config.dataset.name, **{RECORD: {"annotations": annotations}})
         result.update(text_built=text["built_now"], text=text)
-    settings = reprocess_settings(config)
+    settings = config.reprocess
     if should_retrain(changes, settings.retrain_min_new_videos):
         from flows.train import train_flow  # imported here: training pulls in MLflow
 

@@ -42,10 +42,11 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("msvqa.train")
 
 
-def _speed(config: PipelineConfig) -> dict[str, Any]:
+def _speed(config: PipelineConfig, device: str) -> dict[str, Any]:
+    """Loader workers, bf16 autocast (CUDA: train.amp, default on; CPU: train.amp_cpu, default off), compile."""
     train = config.train
-    return {"num_workers": train.num_workers, "amp": getattr(train, "amp", True),
-            "compile": getattr(train, "compile", False)}
+    amp = train.amp if device.startswith("cuda") else train.amp_cpu
+    return {"num_workers": train.num_workers, "amp": amp, "compile": train.compile}
 
 
 def _log_epochs(tracker: Tracker | NullTracker, run_id: str):
@@ -60,7 +61,7 @@ def _log_epochs(tracker: Tracker | NullTracker, run_id: str):
 
 def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run_id: str, device: str, ckpt: Path,
                        ctx: DistContext) -> StageResult:
-    stage, speed = config.train.autoencoder, _speed(config)
+    stage, speed = config.train.autoencoder, _speed(config, device)
     autoencoder = build_autoencoder(model, config.model, config.clips.frames_per_clip).to(device)
     size = config.model.decoder_size
     val = data.splits["val"]
@@ -72,8 +73,8 @@ def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run
     # The answer head gets no gradient in this stage, so DDP must expect unused parameters.
     result = run_stage(name="ae", model=autoencoder, loss_fn=autoencoder_loss_fn(size), train_set=data.splits["train"],
                        validate=validate, monitor="ae_val_loss", higher_is_better=False, cfg=stage, device=device,
-                       checkpoint_dir=ckpt / "autoencoder", seed=config.train.seed, on_epoch=_log_epochs(tracker, run_id),
-                       ctx=ctx, unused_parameters=True, **speed)
+                       checkpoint_dir=ckpt / "autoencoder", seed=config.train.seed,
+                       on_epoch=_log_epochs(tracker, run_id), ctx=ctx, unused_parameters=True, **speed)
     if ctx.is_main:
         samples = reconstruction_samples(autoencoder, val if len(val) else data.splits["train"], size, device)
         with tempfile.TemporaryDirectory() as tmp:
@@ -94,8 +95,9 @@ def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, trac
     histories: dict[str, list] = {}
     if with_autoencoder:
         histories["autoencoder"] = _autoencoder_stage(config, data, model, tracker, run_id, device, ckpt, ctx).history
-    stage, speed = config.train.qa, _speed(config)
-    validate = qa_validator(model, data.splits["val"], stage.batch_size, device, speed["num_workers"], speed["amp"], ctx)
+    stage, speed = config.train.qa, _speed(config, device)
+    validate = qa_validator(model, data.splits["val"], stage.batch_size, device, speed["num_workers"], speed["amp"],
+                            ctx)
     result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(model_cfg.alpha, model_cfg.beta),
                        train_set=data.splits["train"], validate=validate, monitor="val_acc", higher_is_better=True,
                        cfg=stage, device=device, checkpoint_dir=ckpt / "qa", seed=config.train.seed,
@@ -111,7 +113,7 @@ def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, trac
 def _test(config: PipelineConfig, data: QAData, model, tracker, run_id: str, device: str,
           prefix: str = "") -> tuple[float, dict[str, float], dict[str, int]]:
     test = data.splits["test"]
-    result = evaluate(model, test, config.train.qa.batch_size, device, amp=_speed(config)["amp"])
+    result = evaluate(model, test, config.train.qa.batch_size, device, amp=_speed(config, device)["amp"])
     by_type = result.by_type()
     tracker.log_metrics(run_id, {f"{prefix}test_acc": result.accuracy,
                                  **{f"{prefix}test_acc_{t}": acc for t, acc in by_type.items()}})
@@ -186,7 +188,7 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
                             | {f"dropped_{s}": n for s, n in data.dropped.items()})
         if ctx.is_main:
             _log_lineage(tracker, run_id, config, data)
-        monitor = getattr(config.tracking, "system_metrics", True)
+        monitor = config.tracking.system_metrics
         with tracker.system_metrics(run_id) if monitor else contextlib.nullcontext():
             model, histories, result = _train_qa(config, data, model_cfg, tracker, run_id, device, with_ae, ctx)
         figures["histories"] = histories
@@ -195,7 +197,8 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
             figures.update(val_acc=result.best_metric, test_acc=acc, test_acc_by_type=by_type, counts_by_type=counts)
             tracker.log_figure(run_id, training_curves(histories), "plots/training_curves.png")
             tracker.log_text(run_id, data.vocab.to_json(), "vocab/vocab.json")
-            metrics = {"val_acc": result.best_metric, "test_acc": acc, **{f"test_acc_{t}": a for t, a in by_type.items()}}
+            metrics = {"val_acc": result.best_metric, "test_acc": acc,
+                       **{f"test_acc_{t}": a for t, a in by_type.items()}}
             bundle = _log_bundle(tracker, run_id, config, data, model, metrics)
             if config.tracking.register_model:
                 figures.update(_register(tracker, run_id, config, model_cfg, data, model, metrics, bundle))

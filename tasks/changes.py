@@ -154,14 +154,3 @@ def should_retrain(changes: ChangeSet, min_new_videos: int | None) -> bool:
     """Retrain when configured and at least `min_new_videos` videos are new or changed (new footage to learn)."""
     return min_new_videos is not None and len(changes.new_videos) + len(changes.changed_videos) >= min_new_videos
 
-
-@dataclass(frozen=True)
-class ReprocessSettings:
-    cron: str | None = None
-    retrain_min_new_videos: int | None = None
-
-
-def reprocess_settings(config: Any) -> ReprocessSettings:
-    """`config.reprocess` when the schema has it, else the defaults (no schedule, no retraining)."""
-    section = getattr(config, "reprocess", None)
-    return ReprocessSettings(getattr(section, "cron", None), getattr(section, "retrain_min_new_videos", None))

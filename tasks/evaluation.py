@@ -15,10 +15,21 @@ from storage.qa_dataset import QADataset, collate
 from tasks.text import QTYPES
 
 
+def bf16_supported(device: str) -> bool:
+    """Native bfloat16 math: Ampere+ GPUs; CPUs with AVX512-BF16 or AMX (elsewhere it is emulated, slower)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def mixed_precision(device: str, enabled: bool) -> ContextManager:
-    """bf16 autocast on CUDA devices that support it; CPU always runs float32 (exact, resumable)."""
-    if enabled and device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast when enabled and the device has native bf16; otherwise float32.
+
+    Callers decide per device: the flows enable it on CUDA by default and on CPU only when asked, so a
+    default CPU run stays float32 (exact to the reference numbers, resumable bit for bit).
+    """
+    if enabled and bf16_supported(device):
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -82,7 +82,7 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
 
 def features_in_memory(config: PipelineConfig, ref, names: tuple[str, ...]) -> bool:
     """In memory when asked for and it fits in half the free memory; else read lazily from Zarr."""
-    if not getattr(config.train, "features_in_memory", True):
+    if not config.train.features_in_memory:
         return False
     return group_nbytes(ref, names) * 2 < available_memory()  # x2: float32 copies while batching
 

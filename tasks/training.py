@@ -132,7 +132,10 @@ def run_stage(
 
     `loss_fn(model, batch)` returns (loss, parts); `validate()` returns metrics including `monitor` and
     must be called on every rank. Stops early after `cfg.patience` epochs without improvement; ends with
-    the best epoch's weights. `on_epoch` runs on rank 0 only.
+    the best epoch's weights. `on_epoch` runs on rank 0 only. `amp`: bf16 autocast where the device has
+    native bf16; `compile`: torch.compile the step (checkpoints keep plain parameter names); `ctx`: this
+    process's place in a DDP job, whose `cfg.batch_size` is the global batch; `unused_parameters`: some
+    parameters get no gradient (the autoencoder stage never uses the answer head).
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"

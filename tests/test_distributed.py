@@ -50,7 +50,8 @@ JOB = textwrap.dedent('''
             values = rng.integers(0, 255, size=shape) if dtype == "uint8" else rng.normal(size=shape)
             groups[kind].write(name, values.astype(dtype))
     ctx.barrier()
-    groups = {kind: Store(work / "store.zarr", mode="r").spec_group("d", kind, {"t": 1}) for kind in ("features", "clips")}
+    store = Store(work / "store.zarr", mode="r")
+    groups = {kind: store.spec_group("d", kind, {"t": 1}) for kind in ("features", "clips")}
     n = 40
     arrays = QAArrays(questions=rng.integers(2, 12, size=(n, 4)), lengths=rng.integers(1, 5, size=n),
                       answers=rng.integers(0, 5, size=n), answer_known=np.ones(n, bool),
@@ -66,9 +67,9 @@ JOB = textwrap.dedent('''
     ae = build_autoencoder(model, cfg, 3)
     ae_result = run_stage(name="ae", model=ae, loss_fn=autoencoder_loss_fn(8), train_set=data,
                           validate=lambda: {"ae_val_loss": autoencoder_val_loss(ae, data, 8, 8, "cpu", ctx=ctx)},
-                          monitor="ae_val_loss", higher_is_better=False, cfg=StageConfig(epochs=1, batch_size=8, lr=0.01),
-                          device=device, checkpoint_dir=work / "ckpt" / "ae", seed=3, ctx=ctx,
-                          unused_parameters=True)
+                          monitor="ae_val_loss", higher_is_better=False, device=device,
+                          cfg=StageConfig(epochs=1, batch_size=8, lr=0.01), checkpoint_dir=work / "ckpt" / "ae",
+                          seed=3, ctx=ctx, unused_parameters=True)
     stepped = {}
     def progress(done, total):  # parameters right after each optimizer step, before any checkpoint is read
         stepped.update({k: v.detach().clone() for k, v in model.named_parameters()})

@@ -14,7 +14,7 @@ from configs.errors import UserError
 from configs.schema import PipelineConfig
 from storage.store import Store
 from tasks.changes import (MISSING_FILE, REMOVED, ChangeSet, IndexConflict, file_changes, plan_index,
-                           reprocess_settings, should_retrain)
+                           should_retrain)
 from tasks.features import feature_spec
 from tasks.layout import SPLITS
 from tasks.synth import generate_dataset
@@ -66,7 +66,7 @@ def test_file_changes_retrain_threshold_and_settings_defaults():
                                {"item": "n2", "video_id": 10, "change": "new"},
                                {"item": "c", "video_id": 3, "change": "changed"},
                                {"item": "test_qa.json", "video_id": None, "change": "changed"}]
-    settings = reprocess_settings(PipelineConfig())  # with or without a `reprocess` section in the schema
+    settings = PipelineConfig().reprocess
     assert (settings.cron, settings.retrain_min_new_videos) == (None, None)
 
 
