@@ -177,4 +177,8 @@ def main() -> None:
 from flows import cli_answer, cli_inspect  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    # Run through the imported module: `python -m flows.cli` would otherwise build a second `app` here,
+    # without the commands that cli_inspect and cli_answer registered on the imported one.
+    from flows.cli import main as _main
+
+    _main()

@@ -173,5 +173,5 @@ def test_features_stay_on_disk_when_asked(tmp_path):
 
     ref = _tiny_features(tmp_path).features.ref
     names = ("appearance", "motion")
-    assert features_in_memory(SimpleNamespace(train=SimpleNamespace()), ref, names)  # default: in memory
+    assert features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=True)), ref, names)
     assert not features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=False)), ref, names)
