@@ -66,12 +66,7 @@ def probe_video(path: Path, timeout_s: float) -> VideoInfo:
         "-",
     ]  # fmt: skip
     result = _run(args, path, timeout_s)
-    stderr = result.stderr.decode("utf-8", errors="replace")
-    if result.returncode != 0:
-        raise _failure(path, stderr)
-    marker = _truncation_marker(stderr)
-    if marker is not None:
-        raise VideoError(path, "truncated", f"the file is truncated (ffmpeg: {marker}).")
+    stderr = _checked_stderr(result, path)
     stream = _parse_video_stream(stderr)
     if stream is None:
         raise VideoError(path, "no video stream", "the file has no video stream.")
@@ -106,12 +101,7 @@ def decode_clips(
     frame_bytes = height * width * 3
 
     result = _run(_decode_command(path, wanted, appearance_size, motion_size), path, timeout_s)
-    stderr = result.stderr.decode("utf-8", errors="replace")
-    if result.returncode != 0:
-        raise _failure(path, stderr)
-    marker = _truncation_marker(stderr)
-    if marker is not None:
-        raise VideoError(path, "truncated", f"the file is truncated (ffmpeg: {marker}).")
+    _checked_stderr(result, path)
     got = len(result.stdout) // frame_bytes
     if got < len(wanted):
         raise VideoError(
@@ -196,6 +186,17 @@ def _run(args: list[str], path: Path, timeout_s: float) -> subprocess.CompletedP
     except subprocess.TimeoutExpired:
         detail = f"ffmpeg took longer than {timeout_s:g} s and was stopped."
         raise VideoError(path, "timeout", detail) from None
+
+
+def _checked_stderr(result: subprocess.CompletedProcess[bytes], path: Path) -> str:
+    """ffmpeg's stderr once the run is known good; a failed or truncated run raises VideoError."""
+    stderr = result.stderr.decode("utf-8", errors="replace")
+    if result.returncode != 0:
+        raise _failure(path, stderr)
+    marker = _truncation_marker(stderr)
+    if marker is not None:
+        raise VideoError(path, "truncated", f"the file is truncated (ffmpeg: {marker}).")
+    return stderr
 
 
 def _failure(path: Path, stderr: str) -> VideoError:
