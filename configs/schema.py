@@ -96,6 +96,9 @@ class ModelConfig(_Strict):
     leaky_slope: float = 0.01
     mfb_factor: int = Field(2, ge=1)
     freeze_embeddings: bool = False
+    # MSVQA (name: msvqa): the backbones are trainable encoders fed with raw clips; these are the training
+    # stages in which they train (frozen in the others).
+    train_backbones: list[Literal["autoencoder", "qa"]] = Field(default_factory=lambda: ["autoencoder", "qa"])
     # A learned embedding per clip position (an msvqa extension: DualVGR's graph ignores clip order).
     clip_positions: bool = False
     # Standardise feature inputs per dimension with the training videos' statistics (kept in the model).

@@ -16,7 +16,7 @@ from tasks.qa_setup import load_qa_data, make_model, training_dir
 def evaluate_flow(config: PipelineConfig) -> dict:
     """Accuracy overall and per question type of the best checkpoint that this config trained."""
     uses_video = config.model.name != "question_only"
-    data = load_qa_data(config, with_video=uses_video)
+    data = load_qa_data(config, with_video=uses_video, with_clips=config.model.name == "msvqa")
     best = training_dir(config, data, config.model) / "qa" / "best.pt"
     if not best.exists():
         raise UserError(f"no trained checkpoint at {best}: run `msvqa train` with this config first")

@@ -11,7 +11,7 @@ import torch
 from configs.errors import UserError
 from configs.schema import ModelConfig, PipelineConfig
 from models.input_norm import StandardizedInputs
-from models.registry import build_model
+from models.registry import build_model, build_msvqa
 from storage.qa_dataset import QADataset, VideoArrays, available_memory, group_nbytes, load_split
 from storage.store import SpecGroup, Store, spec_hash
 from tasks.clips import clip_spec
@@ -19,6 +19,7 @@ from tasks.features import feature_spec
 from tasks.layout import SPLITS
 from tasks.text import Vocabularies
 from tasks.text_store import read_vocabularies, text_spec
+from tasks.weights import load_backbone_weights
 
 
 @dataclass
@@ -96,6 +97,8 @@ def feature_dims(data: QAData) -> tuple[int, int]:
 def make_model(model_cfg: ModelConfig, config: PipelineConfig, data: QAData, seed: int) -> torch.nn.Module:
     """Build the configured model; feature models get input standardisation from the training videos."""
     torch.manual_seed(seed)
+    if model_cfg.name == "msvqa":
+        return make_msvqa(model_cfg, config, data)
     app_dim, mot_dim = feature_dims(data)
     model = build_model(
         model_cfg,
@@ -119,6 +122,28 @@ def make_model(model_cfg: ModelConfig, config: PipelineConfig, data: QAData, see
             getattr(wrapped, f"{name}_mean").copy_(mean)
             getattr(wrapped, f"{name}_std").copy_(std.clamp_min(1e-6))
     return wrapped
+
+
+def make_msvqa(model_cfg: ModelConfig, config: PipelineConfig, data: QAData) -> torch.nn.Module:
+    """MSVQA on the configured backbones, their weights loaded from the configured files (if any)."""
+    feats = config.features
+    model = build_msvqa(
+        model_cfg,
+        appearance_backbone=feats.appearance.backbone,
+        motion_backbone=feats.motion.backbone,
+        appearance_normalization=feats.appearance.normalization,
+        motion_normalization=feats.motion.normalization,
+        question_vocab_size=len(data.vocab.question_token_to_idx),
+        answer_vocab_size=len(data.vocab.answer_token_to_idx),
+        num_clips=config.clips.num_clips,
+        frames_per_clip=config.clips.frames_per_clip,
+        word_dim=config.text.word_dim,
+        glove=data.glove,
+    )
+    for backbone, settings in ((model.appearance_backbone, feats.appearance), (model.motion_backbone, feats.motion)):
+        if settings.weights is not None:
+            load_backbone_weights(backbone, settings.weights)
+    return model
 
 
 def _feature_statistics(arrays: VideoArrays, name: str, rows: np.ndarray,

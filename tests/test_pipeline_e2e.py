@@ -51,6 +51,9 @@ def test_run_end_to_end_then_resume(tmp_path):
         api_url = PREFECT_API_URL.value()
         first = run_cli("run", str(config), "--json", api_url=api_url)
         second = run_cli("run", str(config), "--json", api_url=api_url)
+        # MSVQA end to end on the same store: the backbones train on the stored uint8 clips.
+        msvqa = run_cli("train", str(config), "--set", "model.name=msvqa", "--set", "train.baseline=false",
+                        "--json", api_url=api_url)
 
     assert set(first) >= {"run_id", "test_acc", "test_acc_by_type", "baseline_test_acc", "store", "tracking_uri",
                           "seconds"}
@@ -73,7 +76,14 @@ def test_run_end_to_end_then_resume(tmp_path):
     dualvgr = next(run for run in children if run.info.run_name == "dualvgr")
     assert {"ae_val_loss", "qa_train_loss", "val_acc", "test_acc"} <= set(dualvgr.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(dualvgr.info.run_id)}
-    assert {"plots", "predictions", "reconstructions", "vocab"} <= artifacts
+    assert {"plots", "predictions", "reconstructions", "vocab", "bundle"} <= artifacts
+
+    assert 0.0 <= msvqa["test_acc"] <= 1.0
+    run = client.get_run(msvqa["train_run_id"])
+    assert run.info.run_name == "msvqa" and run.data.params["model.name"] == "msvqa"
+    assert {"ae_val_loss", "val_acc", "test_acc"} <= set(run.data.metrics)
+    # Trainable backbones: MSVQA has more trainable parameters than DualVGR on cached features.
+    assert float(run.data.params["trainable_parameters"]) > float(dualvgr.data.params["trainable_parameters"])
 
 
 def test_bad_config_exits_2_with_one_sentence(tmp_path):
