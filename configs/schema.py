@@ -181,7 +181,7 @@ class PipelineConfig(_Strict):
     reprocess: ReprocessConfig = ReprocessConfig()
 
     @model_validator(mode="after")
-    def _dask_needs_workers(self) -> "PipelineConfig":
+    def _heads_divide_module_dim(self) -> "PipelineConfig":
         if self.model.module_dim % self.model.gat_heads:
             raise ValueError("model.module_dim must be divisible by model.gat_heads")
         return self

@@ -201,7 +201,7 @@ class Store:
         return SpecGroup(self._root[path], GroupRef(str(self.path), path))
 
     def find(self, dataset: str, kind: str) -> list[SpecGroup]:
-        """Every group of one kind for a dataset, oldest spec first is not guaranteed: sorted by name."""
+        """Every group of one kind for a dataset, sorted by spec hash."""
         base = f"{dataset}/{kind}"
         if base not in self._root:
             return []

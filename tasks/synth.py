@@ -21,6 +21,7 @@ import numpy as np
 
 from configs.errors import UserError
 from tasks.ffmpeg_bin import ffmpeg_binary
+from tasks.text import tokenize
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),
@@ -238,11 +239,6 @@ def questions_for(plan: VideoPlan) -> list[QuestionAnswer]:
     ]
 
 
-def tokenize(text: str) -> list[str]:
-    """Words of a question or answer, as the GloVe file must cover them."""
-    return text.lower().removesuffix("?").split(" ")
-
-
 def object_mask(plan: VideoPlan, frame: int, width: int, height: int) -> np.ndarray:
     """[height, width] bool: the pixels the shape covers at `frame`."""
     cx, cy = plan.center(frame)
@@ -363,8 +359,8 @@ def generate_dataset(
                 records.append({"answer": qa.answer, "id": next_id, "question": qa.question, "video_id": plan.vid})
                 next_id += 1
                 answer_counts[qa.template][qa.answer] += 1
-                words.update(tokenize(qa.question))
-                words.update(tokenize(qa.answer))
+                words.update(tokenize(qa.question))  # the tokens the text stage will look up
+                words.add(qa.answer)
         _write_text_atomic(out / f"{split}_qa.json", json.dumps(records))
         questions_per_split[split] = len(records)
         videos_per_split[split] = len(split_plans)
@@ -383,9 +379,3 @@ def generate_dataset(
         plans=plans,
     )
 
-
-def is_msvd_layout(root: Path) -> bool:
-    """True when `root` holds the three QA json files, youtube_mapping.txt and a video/ folder."""
-    root = Path(root)
-    files = [root / f"{split}_qa.json" for split in SPLITS] + [root / "youtube_mapping.txt"]
-    return all(path.is_file() for path in files) and (root / "video").is_dir()

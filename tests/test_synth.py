@@ -13,6 +13,8 @@ import av
 import numpy as np
 import pytest
 
+from tasks.layout import has_dataset
+from tasks.text import tokenize
 from tasks.synth import (
     COLORS,
     DISTRACTOR_WORDS,
@@ -22,12 +24,10 @@ from tasks.synth import (
     SynthSummary,
     VideoPlan,
     generate_dataset,
-    is_msvd_layout,
     object_mask,
     plan_videos,
     questions_for,
     split_sizes,
-    tokenize,
 )
 
 VIDEOS, SEED, WIDTH, HEIGHT, FRAMES, FPS, GLOVE_DIM = 12, 7, 64, 48, 24, 8, 6
@@ -59,7 +59,7 @@ def _records(root: Path, split: str) -> list[dict]:
 
 def test_layout_and_progress(dataset: SynthSummary) -> None:
     root = dataset.root
-    assert is_msvd_layout(root)
+    assert has_dataset(root)
     assert sorted(p.name for p in root.iterdir()) == [
         "glove.txt", "test_qa.json", "train_qa.json", "val_qa.json", "video", "youtube_mapping.txt",
     ]  # fmt: skip
@@ -68,14 +68,14 @@ def test_layout_and_progress(dataset: SynthSummary) -> None:
 
 
 def test_is_msvd_layout_needs_every_part(dataset: SynthSummary, tmp_path: Path) -> None:
-    assert not is_msvd_layout(tmp_path)
+    assert not has_dataset(tmp_path)
     for name in ("train_qa.json", "val_qa.json", "test_qa.json", "youtube_mapping.txt"):
         (tmp_path / name).write_text("[]")
-    assert not is_msvd_layout(tmp_path)  # no video/ folder yet
+    assert not has_dataset(tmp_path)  # no video/ folder yet
     (tmp_path / "video").mkdir()
-    assert is_msvd_layout(tmp_path)
+    assert has_dataset(tmp_path)
     (tmp_path / "val_qa.json").unlink()
-    assert not is_msvd_layout(tmp_path)
+    assert not has_dataset(tmp_path)
 
 
 def test_names_and_mapping(dataset: SynthSummary) -> None:
@@ -214,7 +214,7 @@ def test_glove_covers_every_token(dataset: SynthSummary) -> None:
         token
         for split in SPLITS
         for record in _records(dataset.root, split)
-        for token in tokenize(record["question"]) + tokenize(record["answer"])
+        for token in tokenize(record["question"]) + [record["answer"]]
     }
     assert "screen" in tokens and "?" not in "".join(tokens)
     assert tokens <= set(words)
