@@ -95,10 +95,3 @@ def task_runner(runner: RunnerConfig):
         "dashboard_address": ":0",
     })
 
-
-def configure_logging_quiet() -> None:
-    import logging
-
-    for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-

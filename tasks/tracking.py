@@ -7,7 +7,6 @@ worker threads and stage runs must still land under their pipeline's parent run.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import subprocess
@@ -108,9 +107,6 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
-    def log_dict(self, run_id: str, data: dict, artifact_file: str) -> None:
-        self.client.log_text(run_id, json.dumps(data, indent=2, sort_keys=False), artifact_file)
-
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(run_id, figure, artifact_file)
 
@@ -193,15 +189,9 @@ class Tracker:
         self.client.set_registered_model_alias(name, CHAMPION, version)
         return True
 
-    def run_url_hint(self, run_id: str) -> str:
-        return f"{self.cfg.uri} experiment {self.experiment_name!r} run {run_id}"
-
     # Queries
     def metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
-
-    def child_runs(self, parent_run_id: str) -> list[Any]:
-        return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
     def search_runs(self, filter_string: str = "") -> pd.DataFrame:
         return mlflow.search_runs(experiment_ids=[self.experiment_id], filter_string=filter_string)
