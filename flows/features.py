@@ -34,8 +34,8 @@ def extract_features_task(clip_ref: GroupRef, feature_ref: GroupRef, rows: list[
 
 def clip_group_for(config: PipelineConfig) -> SpecGroup:
     store = Store(config.store.path)
-    group = store.spec_group(config.dataset.name, "clips", clip_spec(config.clips))
-    if "video_ids" not in group.attrs:
+    group = store.peek(config.dataset.name, "clips", clip_spec(config.clips))
+    if group is None or "video_ids" not in group.attrs:
         raise UserError(f"store {config.store.path} has no clips for this clip spec yet: run `msvqa clips` first")
     return group
 

@@ -41,8 +41,9 @@ class QAData:
 
 
 def _complete_group(store: Store, config: PipelineConfig, kind: str, spec: dict, stage: str) -> SpecGroup:
-    group = store.spec_group(config.dataset.name, kind, spec)
-    ready = group.attrs.get("complete") if kind == "text" else group.has_array("complete")
+    # Reading must not create an empty group as a side effect, so peek instead of spec_group.
+    group = store.peek(config.dataset.name, kind, spec)
+    ready = group is not None and (group.attrs.get("complete") if kind == "text" else group.has_array("complete"))
     if not ready:
         raise UserError(f"store {config.store.path} has no {kind} for this config yet: run `msvqa {stage}` first")
     return group
