@@ -4,14 +4,16 @@ Prints one JSON object. Generates --videos videos (320x240, --seconds at --fps, 
 texture with noise so they do not compress to nothing) in a temporary folder, then times three jobs
 with --workers processes each (pools started and warmed before the clock starts):
 
-  clips       tasks.clips.process_clip_jobs: probe, decode the sampled frames at 224 and 112 px,
-              write both arrays into a Zarr clip group (8 clips x 16 frames, hcrn sampling)
+  clips       tasks.clips.process_clip_jobs with the default config: plan from the AVI header, decode
+              the sampled frames at 224 and 112 px (bicubic), write both arrays into a Zarr clip group
+              (8 clips x 16 frames, hcrn sampling)
+  clips_area  the same with `clips.scaler: area`
   ffmpeg_null `ffmpeg -i VIDEO -f null -`: one plain decode of every frame, nothing kept
   hcrn        decode every frame into memory with PyAV, then resize the sampled frames with PIL
               bicubic to 224 and 112 (how HCRN's preprocessing reads videos; nothing is written)
 
-A second, untimed-as-a-whole clip pass times probing, decoding and writing apart
-(clips_seconds_per_video), to show where the clip stage spends its time.
+A further clip pass (default config) times planning, decoding and writing apart (clips_seconds_per_video),
+to show where the clip stage spends its time.
 
 peak_rss_mb is the largest ru_maxrss of a clip-stage worker process; the ffmpeg processes it starts are
 not part of it (hcrn_peak_rss_mb is the same figure for the HCRN-style reader, which decodes in-process).
@@ -40,13 +42,15 @@ from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when 
 
 from configs.schema import ClipsConfig  # noqa: E402
 from storage.store import GroupRef, Store, open_group  # noqa: E402
+from tasks.avi_header import avi_frame_count  # noqa: E402
 from tasks.clips import APPEARANCE, MOTION, ClipJob, clip_spec, prepare_clip_group, process_clip_jobs  # noqa: E402
 from tasks.ffmpeg_bin import ffmpeg_binary  # noqa: E402
 from tasks.sampling import sample_frame_indices  # noqa: E402
-from tasks.video import decode_clips, probe_video  # noqa: E402
+from tasks.video import decode_clips  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 CLIPS = ClipsConfig(num_clips=8, frames_per_clip=16, sampling="hcrn", appearance_size=224, motion_size=112)
+CLIPS_AREA = CLIPS.model_copy(update={"scaler": "area"})
 
 
 
@@ -93,25 +97,25 @@ def _warm() -> None:
     import storage.store  # noqa: F401  (and zarr through it)
 
 
-def clip_task(ref: GroupRef, jobs: list[ClipJob]) -> tuple[list[dict], float]:
-    return process_clip_jobs(ref, jobs, CLIPS), _max_rss_mb()
+def clip_task(ref: GroupRef, jobs: list[ClipJob], cfg: ClipsConfig) -> tuple[list[dict], float]:
+    return process_clip_jobs(ref, jobs, cfg), _max_rss_mb()
 
 
 def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
-    """The clip stage's steps for each job, timed apart: seconds spent [probing, decoding, writing]."""
+    """The clip stage's steps for each job, timed apart: seconds spent [planning, decoding, writing]."""
     group = open_group(ref)
     spent = [0.0, 0.0, 0.0]
     for job in jobs:
         start = time.perf_counter()
-        info = probe_video(Path(job.path), timeout_s=CLIPS.timeout_s)
+        num_frames = avi_frame_count(Path(job.path))  # the benchmark's videos are AVI files
         probed = time.perf_counter()
-        indices = sample_frame_indices(info.num_frames, CLIPS.num_clips, CLIPS.frames_per_clip, CLIPS.sampling)
-        appearance, motion = decode_clips(Path(job.path), indices, CLIPS.appearance_size, CLIPS.motion_size,
-                                          timeout_s=CLIPS.timeout_s)
-        decoded = time.perf_counter()
-        group.write(APPEARANCE, appearance, row=job.row)
-        group.write(MOTION, motion, row=job.row)
-        spent = [a + b for a, b in zip(spent, (probed - start, decoded - probed, time.perf_counter() - decoded))]
+        indices = sample_frame_indices(num_frames, CLIPS.num_clips, CLIPS.frames_per_clip, CLIPS.sampling)
+        decoded = decode_clips(Path(job.path), indices, CLIPS.appearance_size, CLIPS.motion_size,
+                               timeout_s=CLIPS.timeout_s, threads=CLIPS.ffmpeg_threads)
+        done_decoding = time.perf_counter()
+        group.write(APPEARANCE, decoded.appearance, row=job.row)
+        group.write(MOTION, decoded.motion, row=job.row)
+        spent = [a + b for a, b in zip(spent, (probed - start, done_decoding - probed, time.perf_counter() - done_decoding))]
     return spent
 
 
@@ -165,20 +169,25 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                                   [args.fps] * args.videos))
 
         store = Store(work / "store.zarr")
-        group = store.spec_group("bench", "clips", clip_spec(CLIPS))
-        prepare_clip_group(group, CLIPS, args.videos)
         jobs = [ClipJob(row, row + 1, path.stem, str(path)) for row, path in enumerate(paths)]
         step = args.videos_per_task
-        batches = [(group.ref, jobs[i:i + step]) for i in range(0, len(jobs), step)]
+        groups, batches = {}, {}
+        for name, cfg in (("bicubic", CLIPS), ("area", CLIPS_AREA)):
+            groups[name] = store.spec_group("bench", "clips", clip_spec(cfg))
+            prepare_clip_group(groups[name], cfg, args.videos)
+            batches[name] = [(groups[name].ref, jobs[i:i + step], cfg) for i in range(0, len(jobs), step)]
+        group = groups["bicubic"]
 
         null_s, _ = _timed(args.workers, null_task, [(str(p),) for p in paths])
-        clips_s, clip_results = _timed(args.workers, clip_task, batches)
+        clips_s, clip_results = _timed(args.workers, clip_task, batches["bicubic"])
+        area_s, area_results = _timed(args.workers, clip_task, batches["area"])
         hcrn_s, hcrn_rss = _timed(args.workers, hcrn_task, [(str(p),) for p in paths])
-        _, parts = _timed(args.workers, clip_parts_task, batches)  # a second clip pass, to see where time goes
+        # A further clip pass over the same rows, to see where the time goes.
+        _, parts = _timed(args.workers, clip_parts_task, [batch[:2] for batch in batches["bicubic"]])
 
-        outcomes = [o for result in clip_results for o in result[0]]
+        outcomes = [o for results in (clip_results, area_results) for result in results for o in result[0]]
         failed = [o for o in outcomes if not o["ok"]]
-        if failed or len(outcomes) != args.videos:
+        if failed or len(outcomes) != 2 * args.videos:
             raise RuntimeError(f"clip stage failed on {len(failed)} videos: {failed[:3]}")
         stored = {info["name"]: info["bytes_stored"] for info in group.array_info()}
         n = args.videos
@@ -192,11 +201,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "hcrn_videos_per_s": round(n / hcrn_s, 2),
             "ratio_vs_ffmpeg": round(null_s / clips_s, 3),
             "speedup_vs_hcrn": round(hcrn_s / clips_s, 3),
-            "peak_rss_mb": round(max(r[1] for r in clip_results), 1),
+            "clips_area_videos_per_s": round(n / area_s, 2),
+            "area_ratio_vs_ffmpeg": round(null_s / area_s, 3),
+            "area_speedup_vs_hcrn": round(hcrn_s / area_s, 3),
+            "peak_rss_mb": round(max(r[1] for r in clip_results + area_results), 1),
             "hcrn_peak_rss_mb": round(max(hcrn_rss), 1),
             # Seconds per video inside one worker (while the others work too), by step of the clip stage.
             "clips_seconds_per_video": {step: round(sum(p[i] for p in parts) / n, 3)
-                                        for i, step in enumerate(("probe", "decode", "write"))},
+                                        for i, step in enumerate(("plan", "decode", "write"))},
             "bytes_per_video": {
                 "appearance": round(stored[APPEARANCE] / n),
                 "motion": round(stored[MOTION] / n),

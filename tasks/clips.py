@@ -9,11 +9,12 @@ import numpy as np
 
 from configs.schema import ClipsConfig
 from storage.store import GroupRef, SpecGroup, open_group
+from tasks.avi_header import avi_frame_count
 from tasks.sampling import sample_frame_indices
-from tasks.video import VideoError, decode_clips, probe_video
+from tasks.video import DecodedClips, FramesMissing, VideoError, decode_clips, probe_video
 
 # Bump when decoding changes what lands in the store: it is part of the clip spec, hence of the hash.
-DECODER_VERSION = "ffmpeg-select-scale-bicubic-v1"
+DECODER_VERSION = "ffmpeg-select-scale-v2"
 APPEARANCE = "appearance"
 MOTION = "motion"
 
@@ -44,6 +45,7 @@ def clip_spec(cfg: ClipsConfig) -> dict:
         "sampling": cfg.sampling,
         "appearance_size": cfg.appearance_size,
         "motion_size": cfg.motion_size,
+        "scaler": cfg.scaler,
         "decoder": DECODER_VERSION,
     }
 
@@ -59,15 +61,40 @@ def prepare_clip_group(group: SpecGroup, cfg: ClipsConfig, num_videos: int) -> N
     group.ensure_array("complete", (num_videos,), "uint8", fill_value=0)
 
 
-def decode_one(job: ClipJob, cfg: ClipsConfig) -> tuple[np.ndarray, np.ndarray, bool, int]:
-    """(appearance [c,f,A,A,3], motion [c,f,M,M,3], padded, num_frames) of one video; raises VideoError."""
-    info = probe_video(Path(job.path), timeout_s=cfg.timeout_s)
-    indices = sample_frame_indices(info.num_frames, cfg.num_clips, cfg.frames_per_clip, cfg.sampling)  # [c, f]
-    appearance, motion = decode_clips(Path(job.path), indices, cfg.appearance_size, cfg.motion_size,
-                                      timeout_s=cfg.timeout_s)
+def decode_one(job: ClipJob, cfg: ClipsConfig) -> tuple[DecodedClips, bool]:
+    """One video's clips, sampled from its exact frame count, and whether they were padded; raises VideoError.
+
+    The plan comes from the frame count an AVI header declares, else from the container's packets (both
+    cheap); the decoding pass reports the true count, and where they differ the video is planned and
+    decoded again from the true one.
+    """
+    path = Path(job.path)
+    planned = avi_frame_count(path) or probe_video(path, timeout_s=cfg.timeout_s).num_frames
+    try:
+        indices, decoded = _decode_planned(path, planned, cfg)
+        actual = decoded.frames_decoded
+    except FramesMissing as missing:
+        # Fewer frames than packets, and the plan reached past the last frame.
+        if missing.frames_decoded is None or missing.frames_decoded >= planned:
+            raise
+        actual = missing.frames_decoded
+    if actual != planned:
+        indices, decoded = _decode_planned(path, actual, cfg)
+        if decoded.frames_decoded != actual:
+            raise VideoError(path, "ffmpeg failed", f"the video decoded to {actual} frames once and to "
+                                                    f"{decoded.frames_decoded} the next time.")
     # A clip that repeats a frame was padded: the video is shorter than the sampling needs.
     padded = any(len(np.unique(clip)) < len(clip) for clip in indices)
-    return appearance, motion, padded, info.num_frames
+    return decoded, padded
+
+
+def _decode_planned(path: Path, num_frames: int, cfg: ClipsConfig) -> tuple[np.ndarray, DecodedClips]:
+    if num_frames < 1:
+        raise VideoError(path, "too few frames", "the video stream decodes to no frame.")
+    indices = sample_frame_indices(num_frames, cfg.num_clips, cfg.frames_per_clip, cfg.sampling)  # [c, f]
+    decoded = decode_clips(path, indices, cfg.appearance_size, cfg.motion_size, timeout_s=cfg.timeout_s,
+                           threads=cfg.ffmpeg_threads, scaler=cfg.scaler)
+    return indices, decoded
 
 
 def process_clip_jobs(ref: GroupRef, jobs: list[ClipJob], cfg: ClipsConfig) -> list[dict]:
@@ -76,11 +103,11 @@ def process_clip_jobs(ref: GroupRef, jobs: list[ClipJob], cfg: ClipsConfig) -> l
     outcomes = []
     for job in jobs:
         try:
-            appearance, motion, padded, num_frames = decode_one(job, cfg)
+            decoded, padded = decode_one(job, cfg)
         except VideoError as exc:
             outcomes.append(ClipOutcome(job.row, job.name, ok=False, reason=exc.reason))
             continue
-        group.write(APPEARANCE, appearance, row=job.row)
-        group.write(MOTION, motion, row=job.row)
-        outcomes.append(ClipOutcome(job.row, job.name, ok=True, padded=padded, num_frames=num_frames))
+        group.write(APPEARANCE, decoded.appearance, row=job.row)
+        group.write(MOTION, decoded.motion, row=job.row)
+        outcomes.append(ClipOutcome(job.row, job.name, ok=True, padded=padded, num_frames=decoded.frames_decoded))
     return [asdict(outcome) for outcome in outcomes]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import ffmpeg
 import numpy as np
@@ -21,6 +24,10 @@ _TRUNCATION_MARKERS = (
     "packet corrupt",
     "corrupt input packet",
 )
+# libswscale filters offered for resizing: bicubic is what the reference preprocessing used (PIL's, through
+# scipy's imresize); area averages the covered pixels and costs about 40% of bicubic's time.
+Scaler = Literal["bicubic", "area", "bilinear"]
+SCALERS: tuple[str, ...] = get_args(Scaler)
 # The first video stream that is real footage, not cover art ("V" skips attached pictures).
 _VIDEO_STREAM = "V:0"
 
@@ -34,6 +41,14 @@ class VideoError(Exception):
         self.reason = reason
 
 
+class FramesMissing(VideoError):
+    """ffmpeg delivered fewer of the requested frames than asked for (reason "truncated")."""
+
+    def __init__(self, path: Path, detail: str, frames_decoded: int | None) -> None:
+        super().__init__(path, "truncated", detail)
+        self.frames_decoded = frames_decoded  # the whole video's decoded frames, when ffmpeg reported it
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What msvqa needs to know about a video before sampling it."""
@@ -41,17 +56,29 @@ class VideoInfo:
     width: int
     height: int
     fps: float  # as ffmpeg reports it (rounded to about 4 digits); 0.0 when the file states no rate
-    num_frames: int  # frames the decoder actually produces, counted by decoding them all
+    # Video packets in the container, counted without decoding: the frame count to plan from. The decoder
+    # produces one frame per packet for every codec met so far; decode_clips reports what it really
+    # produced, so a file where the two differ is caught (tasks.clips decodes it again from the true count).
+    num_frames: int
     codec: str
 
 
-def probe_video(path: Path, timeout_s: float) -> VideoInfo:
-    """Describe the first video stream of `path` and count its frames exactly, by decoding it once.
+@dataclass(frozen=True)
+class DecodedClips:
+    """The requested frames at both sizes, and how many frames the whole video decoded to."""
 
-    Frames are counted by a full decode (to ffmpeg's null muxer, frame timing passed through) rather
-    than from packets or headers, because only the decoder says how many frames there really are.
-    Raises VideoError with reason "not found", "empty file", "not a video", "no video stream",
-    "truncated", "too few frames", "timeout" or "ffmpeg failed".
+    appearance: np.ndarray  # [c, f, A, A, 3] uint8 RGB
+    motion: np.ndarray  # [c, f, M, M, 3] uint8 RGB
+    frames_decoded: int  # every frame the decoder produced, selected or not: the video's exact length
+
+
+def probe_video(path: Path, timeout_s: float) -> VideoInfo:
+    """Describe the first video stream of `path` and count its packets, without decoding.
+
+    Reading packets costs a fraction of a decode (demuxing only), which matters because the clip stage
+    must know the frame count before one decoding pass can select frames. Raises VideoError with
+    reason "not found", "empty file", "not a video", "no video stream", "truncated", "too few frames",
+    "timeout" or "ffmpeg failed".
     """
     _require_nonempty_file(path)
     args = [
@@ -60,13 +87,13 @@ def probe_video(path: Path, timeout_s: float) -> VideoInfo:
         "-noautorotate",
         "-i", str(path),
         "-map", f"0:{_VIDEO_STREAM}",
-        "-fps_mode", "passthrough",
+        "-c", "copy",
         "-f", "null",
         "-progress", "pipe:1",
         "-",
     ]  # fmt: skip
     result = _run(args, path, timeout_s)
-    stderr = _checked_stderr(result, path)
+    stderr = _checked_stderr(result.returncode, result.stderr, path)
     stream = _parse_video_stream(stderr)
     if stream is None:
         raise VideoError(path, "no video stream", "the file has no video stream.")
@@ -74,19 +101,26 @@ def probe_video(path: Path, timeout_s: float) -> VideoInfo:
     counts = re.findall(r"^frame=(\d+)\s*$", result.stdout.decode("ascii", errors="replace"), re.M)
     num_frames = int(counts[-1]) if counts else 0
     if num_frames < 1:
-        raise VideoError(path, "too few frames", "the video stream has no decodable frame.")
+        raise VideoError(path, "too few frames", "the video stream has no frame.")
     return VideoInfo(width=width, height=height, fps=fps, num_frames=num_frames, codec=codec)
 
 
 def decode_clips(
-    path: Path, indices: np.ndarray, appearance_size: int, motion_size: int, timeout_s: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the frames `indices` [c, f] of `path`, each resized (bicubic, to a square) at two sizes.
+    path: Path,
+    indices: np.ndarray,
+    appearance_size: int,
+    motion_size: int,
+    timeout_s: float,
+    threads: int = 1,
+    scaler: Scaler = "bicubic",
+) -> DecodedClips:
+    """Decode the frames `indices` [c, f] of `path`, each resized to a square at two sizes with `scaler`.
 
-    Returns uint8 RGB arrays appearance [c, f, A, A, 3] and motion [c, f, M, M, 3]. One ffmpeg run
-    decodes the video once, keeps only the distinct requested frames (select on the decoder's frame
-    number, timing passed through so nothing is duplicated or dropped), scales each at both sizes and
-    sends both pictures stacked in one raw frame; a repeated index reuses the same decoded frame.
+    One ffmpeg run decodes the whole video once, keeps only the distinct requested frames (select on
+    the decoder's frame number, timing passed through so nothing is duplicated or dropped), scales each
+    at both sizes and sends both pictures stacked in one raw frame, read straight into one preallocated
+    buffer; a repeated index reuses the same decoded frame. `threads` bounds ffmpeg's decoding and
+    filtering threads: the clip stage runs one ffmpeg per worker, so more than one only competes.
     Raises VideoError "truncated" when ffmpeg delivers fewer frames than requested or reports a cut
     file, and the other reasons of probe_video when the file cannot be opened.
     """
@@ -94,54 +128,111 @@ def decode_clips(
     for name, size in (("appearance_size", appearance_size), ("motion_size", motion_size)):
         if size < 1:
             raise ValueError(f"{name} must be a positive number of pixels, got {size}.")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}.")
+    if scaler not in SCALERS:
+        raise ValueError(f"scaler must be one of {', '.join(SCALERS)}, got {scaler!r}.")
     _require_nonempty_file(path)
     wanted = np.unique(indices)  # [u] sorted distinct frame numbers
     width = max(appearance_size, motion_size)
     height = appearance_size + motion_size
-    frame_bytes = height * width * 3
+    stacked = np.empty((len(wanted), height, width, 3), dtype=np.uint8)  # [u, A + M, max(A, M), 3]
 
-    result = _run(_decode_command(path, wanted, appearance_size, motion_size), path, timeout_s)
-    _checked_stderr(result, path)
-    got = len(result.stdout) // frame_bytes
+    command = _decode_command(path, wanted, appearance_size, motion_size, threads, scaler)
+    got_bytes, extra_bytes, returncode, stderr = _run_into(command, stacked, path, timeout_s)
+    stderr = _checked_stderr(returncode, stderr, path)
+    got = got_bytes // stacked[0].nbytes
+    frames_decoded = _frames_decoded(stderr)
+    if extra_bytes:
+        raise VideoError(path, "ffmpeg failed", f"ffmpeg sent {extra_bytes} bytes more than the requested frames.")
     if got < len(wanted):
-        raise VideoError(
+        raise FramesMissing(
             path,
-            "truncated",
             f"ffmpeg decoded {got} of the {len(wanted)} requested frames (last requested: "
             f"{int(wanted[-1])}), so the file is truncated or shorter than planned.",
+            frames_decoded,
         )
-    stacked = np.frombuffer(result.stdout, dtype=np.uint8, count=len(wanted) * frame_bytes)
-    stacked = stacked.reshape(len(wanted), height, width, 3)  # [u, A + M, max(A, M), 3]
+    if frames_decoded is None:
+        raise VideoError(path, "ffmpeg failed", "ffmpeg did not report how many frames it decoded.")
     appearance = stacked[:, :appearance_size, :appearance_size]  # [u, A, A, 3]
     motion = stacked[:, appearance_size:, :motion_size]  # [u, M, M, 3]
+    clips, frames = indices.shape
+    if len(wanted) == indices.size and np.array_equal(wanted, indices.ravel()):
+        # Distinct frames in order (clips that neither overlap nor pad): views, no copy.
+        return DecodedClips(appearance.reshape(clips, frames, *appearance.shape[1:]),
+                            motion.reshape(clips, frames, *motion.shape[1:]), frames_decoded)
     position = np.searchsorted(wanted, indices)  # [c, f] row of each requested frame in `wanted`
-    return appearance[position], motion[position]  # [c, f, A, A, 3], [c, f, M, M, 3]
+    return DecodedClips(appearance[position], motion[position], frames_decoded)
 
 
-def _decode_command(path: Path, wanted: np.ndarray, appearance_size: int, motion_size: int) -> list[str]:
+def _decode_command(
+    path: Path, wanted: np.ndarray, appearance_size: int, motion_size: int, threads: int, scaler: Scaler
+) -> list[str]:
     width = max(appearance_size, motion_size)
     # ffmpeg-python escapes the expression's commas for the filtergraph.
-    source = ffmpeg.input(str(path), noautorotate=None)[_VIDEO_STREAM]
+    source = ffmpeg.input(str(path), noautorotate=None, threads=threads)[_VIDEO_STREAM]
     source = source.filter("select", _select_expression(wanted))
     branches = source.split()
     sized = []
     for branch, size in ((branches[0], appearance_size), (branches[1], motion_size)):
-        scaled = branch.filter("scale", size, size, flags="bicubic").filter("format", "rgb24")
+        scaled = branch.filter("scale", size, size, flags=scaler).filter("format", "rgb24")
         if size < width:
             # Both pictures travel in one frame, so the narrower one is padded (on the right) to the wider.
             scaled = scaled.filter("pad", width, size, 0, 0)
         sized.append(scaled)
-    output = ffmpeg.filter(sized, "vstack").output(
-        "pipe:",
-        format="rawvideo",
-        pix_fmt="rgb24",
-        fps_mode="passthrough",
-        # Stop decoding once the last wanted frame is out instead of running to the end of the video.
-        **{"frames:v": len(wanted)},
-    )
+    # No early stop after the last wanted frame: decoding to the end is what yields the exact frame count.
+    output = ffmpeg.filter(sized, "vstack").output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
     args = output.compile(cmd=ffmpeg_binary())
-    # Global options must precede the input; ffmpeg-python would append them after the output.
-    return [args[0], "-nostdin", "-hide_banner", "-loglevel", "error", *args[1:]]
+    # Global options must precede the input; ffmpeg-python would append them after the output. The
+    # verbose level is what makes ffmpeg print its "N frames decoded" summary.
+    return [args[0], "-nostdin", "-hide_banner", "-nostats", "-loglevel", "verbose",
+            "-filter_threads", str(threads), *args[1:]]
+
+
+def _frames_decoded(stderr: str) -> int | None:
+    """The decoder's frame count from ffmpeg's closing summary of its input streams."""
+    match = re.search(r"Input stream #0:\d+ \(video\): \d+ packets read \(\d+ bytes\); (\d+) frames decoded", stderr)
+    return int(match.group(1)) if match else None
+
+
+def _run_into(
+    args: list[str], buffer: np.ndarray, path: Path, timeout_s: float
+) -> tuple[int, int, int, bytes]:
+    """Run ffmpeg with its stdout read into `buffer`: (bytes read, bytes beyond it, exit code, stderr).
+
+    Reading into a preallocated array spares the clip stage a copy of every frame and the memory of
+    holding ffmpeg's output twice; stderr goes to a temporary file, so neither pipe can fill and stall.
+    """
+    view = memoryview(buffer).cast("B")
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout_s, stop)
+        timer.start()
+        try:
+            got = 0
+            while got < len(view):
+                count = process.stdout.readinto(view[got:])
+                if not count:
+                    break
+                got += count
+            extra = len(process.stdout.read())
+            returncode = process.wait()
+        finally:
+            timer.cancel()
+            process.stdout.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if timed_out.is_set():
+            raise VideoError(path, "timeout", f"ffmpeg took longer than {timeout_s:g} s and was stopped.")
+        errors.seek(0)
+        return got, extra, returncode, errors.read()
 
 
 def _select_expression(wanted: np.ndarray) -> str:
@@ -188,10 +279,10 @@ def _run(args: list[str], path: Path, timeout_s: float) -> subprocess.CompletedP
         raise VideoError(path, "timeout", detail) from None
 
 
-def _checked_stderr(result: subprocess.CompletedProcess[bytes], path: Path) -> str:
+def _checked_stderr(returncode: int, stderr_bytes: bytes, path: Path) -> str:
     """ffmpeg's stderr once the run is known good; a failed or truncated run raises VideoError."""
-    stderr = result.stderr.decode("utf-8", errors="replace")
-    if result.returncode != 0:
+    stderr = stderr_bytes.decode("utf-8", errors="replace")
+    if returncode != 0:
         raise _failure(path, stderr)
     marker = _truncation_marker(stderr)
     if marker is not None:

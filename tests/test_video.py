@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -10,9 +11,13 @@ import av
 import numpy as np
 import pytest
 
+import tasks.clips as clips_module
+from configs.schema import ClipsConfig
+from tasks.avi_header import avi_frame_count
+from tasks.clips import ClipJob, decode_one
 from tasks.ffmpeg_bin import ffmpeg_binary
 from tasks.sampling import sample_frame_indices
-from tasks.video import VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video
+from tasks.video import FramesMissing, VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIMEOUT_S = 60.0
@@ -74,7 +79,7 @@ def pyav_frames(path: Path, wanted: set[int]) -> tuple[int, dict[int, av.VideoFr
     return count, kept
 
 
-def ffmpeg_scaled(frames: list[av.VideoFrame], size: int) -> np.ndarray:
+def ffmpeg_scaled(frames: list[av.VideoFrame], size: int, scaler: str = "bicubic") -> np.ndarray:
     """Resize PyAV-decoded frames [n] to [n, size, size, 3] RGB with ffmpeg's own scaler.
 
     The frames' YUV planes go to ffmpeg untouched, so any difference from decode_clips can only come
@@ -87,22 +92,25 @@ def ffmpeg_scaled(frames: list[av.VideoFrame], size: int) -> np.ndarray:
     args = [
         ffmpeg_binary(), "-nostdin", "-v", "error",
         "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{first.width}x{first.height}", "-i", "pipe:",
-        "-vf", f"scale={size}:{size}:flags=bicubic,format=rgb24",
+        "-vf", f"scale={size}:{size}:flags={scaler},format=rgb24",
         "-f", "rawvideo", "pipe:",
     ]  # fmt: skip
     result = subprocess.run(args, input=raw, capture_output=True, check=True, timeout=60)
     return np.frombuffer(result.stdout, dtype=np.uint8).reshape(len(frames), size, size, 3)
 
 
-def assert_matches_pyav(path: Path, indices: np.ndarray, appearance_size: int, motion_size: int) -> int:
+def assert_matches_pyav(
+    path: Path, indices: np.ndarray, appearance_size: int, motion_size: int, scaler: str = "bicubic"
+) -> int:
     """Check decode_clips against PyAV's frames at `indices`; returns PyAV's count of decoded frames."""
-    appearance, motion = decode_clips(path, indices, appearance_size, motion_size, TIMEOUT_S)
+    clips = decode_clips(path, indices, appearance_size, motion_size, TIMEOUT_S, scaler=scaler)  # type: ignore[arg-type]
     wanted = np.unique(indices)
     count, decoded = pyav_frames(path, set(wanted.tolist()))
     frames = [decoded[int(k)] for k in wanted]
     position = np.searchsorted(wanted, indices)  # [c, f]
-    np.testing.assert_array_equal(appearance, ffmpeg_scaled(frames, appearance_size)[position])
-    np.testing.assert_array_equal(motion, ffmpeg_scaled(frames, motion_size)[position])
+    np.testing.assert_array_equal(clips.appearance, ffmpeg_scaled(frames, appearance_size, scaler)[position])
+    np.testing.assert_array_equal(clips.motion, ffmpeg_scaled(frames, motion_size, scaler)[position])
+    assert clips.frames_decoded == count
     return count
 
 
@@ -149,7 +157,9 @@ def test_decoded_frames_carry_the_requested_frame_numbers(
 ) -> None:
     # 8 x 16 from 40 frames: hcrn pads clips with edge frames, uniform repeats frames.
     indices = sample_frame_indices(NUM_FRAMES, 8, 16, mode)  # type: ignore[arg-type]
-    appearance, motion = decode_clips(videos[name], indices, appearance_size, motion_size, TIMEOUT_S)
+    clips = decode_clips(videos[name], indices, appearance_size, motion_size, TIMEOUT_S)
+    appearance, motion = clips.appearance, clips.motion
+    assert clips.frames_decoded == NUM_FRAMES
     assert appearance.shape == (8, 16, appearance_size, appearance_size, 3)
     assert motion.shape == (8, 16, motion_size, motion_size, 3)
     assert appearance.dtype == motion.dtype == np.uint8
@@ -160,21 +170,32 @@ def test_decoded_frames_carry_the_requested_frame_numbers(
 
 
 @pytest.mark.parametrize("name", ["mpeg4.avi", "h264.mkv", "vfr.mkv"])
-def test_decoded_frames_equal_pyav_frames_resized_by_ffmpeg(videos: dict[str, Path], name: str) -> None:
+@pytest.mark.parametrize("scaler", ["bicubic", "area"])
+def test_decoded_frames_equal_pyav_frames_resized_by_ffmpeg(videos: dict[str, Path], name: str, scaler: str) -> None:
     indices = np.array([[39, 0, 7, 7], [20, 21, 22, 38]])
-    assert_matches_pyav(videos[name], indices, appearance_size=40, motion_size=20)
+    assert_matches_pyav(videos[name], indices, appearance_size=40, motion_size=20, scaler=scaler)
+
+
+def test_the_scalers_differ(videos: dict[str, Path]) -> None:
+    # Guards the test above: were the scaler ignored, both would still match PyAV.
+    indices = np.array([[5, 6]])
+    bicubic = decode_clips(videos["h264.mkv"], indices, 40, 20, TIMEOUT_S, scaler="bicubic")
+    area = decode_clips(videos["h264.mkv"], indices, 40, 20, TIMEOUT_S, scaler="area")
+    assert not np.array_equal(bicubic.appearance, area.appearance)
 
 
 def test_a_single_frame_can_be_decoded(videos: dict[str, Path]) -> None:
-    appearance, motion = decode_clips(videos["h264.mkv"], np.array([[17]]), 32, 16, TIMEOUT_S)
-    assert read_barcode(appearance[0, 0]) == 17
-    assert read_barcode(motion[0, 0]) == 17
+    clips = decode_clips(videos["h264.mkv"], np.array([[17]]), 32, 16, TIMEOUT_S)
+    assert read_barcode(clips.appearance[0, 0]) == 17
+    assert read_barcode(clips.motion[0, 0]) == 17
+    assert clips.frames_decoded == NUM_FRAMES  # the count covers the whole video, not just up to frame 17
 
 
 def test_frames_past_the_end_are_reported_not_invented(videos: dict[str, Path]) -> None:
-    with pytest.raises(VideoError, match="mpeg4.avi") as caught:
+    with pytest.raises(FramesMissing, match="mpeg4.avi") as caught:
         decode_clips(videos["mpeg4.avi"], np.array([[38, 39, 40, 41]]), 32, 16, TIMEOUT_S)
     assert caught.value.reason == "truncated"
+    assert caught.value.frames_decoded == NUM_FRAMES  # what a caller needs to plan again
 
 
 # 2% of the avi is inside its header; 30% is inside its frames.
@@ -322,3 +343,66 @@ def test_real_avi_cut_to_30_percent_is_truncated(tmp_path: Path) -> None:
     with pytest.raises(VideoError) as decoded:
         decode_clips(cut, sample_frame_indices(120, 8, 16, "hcrn"), 224, 112, TIMEOUT_S)
     assert decoded.value.reason == "truncated"
+
+
+@pytest.mark.parametrize("claimed", [NUM_FRAMES + 7, NUM_FRAMES - 9, 3])
+def test_a_packet_count_the_decoder_disagrees_with_is_planned_again(
+    videos: dict[str, Path], claimed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Containers can hold packets that decode to no frame; the clips must follow the decoder's count.
+    path = videos["h264.mkv"]
+    config = ClipsConfig(num_clips=3, frames_per_clip=4, appearance_size=16, motion_size=8)
+    job = ClipJob(row=0, video_id=1, name="h264", path=str(path))
+    exact, exact_padded = decode_one(job, config)
+    real_probe = clips_module.probe_video
+
+    def miscounting_probe(video: Path, timeout_s: float) -> VideoInfo:
+        return dataclasses.replace(real_probe(video, timeout_s), num_frames=claimed)
+
+    monkeypatch.setattr(clips_module, "probe_video", miscounting_probe)
+    replanned, padded = decode_one(job, config)
+    assert replanned.frames_decoded == exact.frames_decoded == NUM_FRAMES
+    np.testing.assert_array_equal(replanned.appearance, exact.appearance)
+    np.testing.assert_array_equal(replanned.motion, exact.motion)
+    assert padded == exact_padded
+    read = [[read_barcode(frame) for frame in clip] for clip in replanned.appearance]
+    assert read == sample_frame_indices(NUM_FRAMES, 3, 4, "hcrn").tolist()
+
+
+def test_avi_header_declares_the_decoded_frame_count(videos: dict[str, Path], tmp_path: Path) -> None:
+    assert avi_frame_count(videos["mpeg4.avi"]) == NUM_FRAMES
+    assert avi_frame_count(videos["h264.mkv"]) is None  # not an AVI: the caller counts packets instead
+    assert avi_frame_count(make_text(tmp_path / "notes.avi")) is None
+    assert avi_frame_count(make_empty(tmp_path / "empty.avi")) is None
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(videos["mpeg4.avi"].read_bytes()[:100])  # inside the header list
+    assert avi_frame_count(cut) is None
+
+
+def with_declared_length(source: Path, target: Path, length: int) -> Path:
+    """A copy of the AVI `source` whose video stream header declares `length` frames."""
+    data = bytearray(source.read_bytes())
+    strh = data.index(b"strh")  # chunk id, size (4 bytes), then the header: fccType "vids", ... dwLength
+    assert data[strh + 8 : strh + 12] == b"vids"
+    data[strh + 8 + 32 : strh + 8 + 36] = length.to_bytes(4, "little")
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("declared", [NUM_FRAMES + 7, NUM_FRAMES - 9])
+def test_a_wrong_avi_header_is_corrected_by_the_decoder(videos: dict[str, Path], declared: int, tmp_path: Path) -> None:
+    config = ClipsConfig(num_clips=3, frames_per_clip=4, appearance_size=16, motion_size=8)
+    exact, _ = decode_one(ClipJob(0, 1, "mpeg4", str(videos["mpeg4.avi"])), config)
+    lying = with_declared_length(videos["mpeg4.avi"], tmp_path / "lying.avi", declared)
+    assert avi_frame_count(lying) == declared
+    decoded, _ = decode_one(ClipJob(0, 1, "lying", str(lying)), config)
+    assert decoded.frames_decoded == NUM_FRAMES
+    np.testing.assert_array_equal(decoded.appearance, exact.appearance)
+    np.testing.assert_array_equal(decoded.motion, exact.motion)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real videos are not here: {SHARED_DATA} is absent")
+def test_real_avi_headers_declare_what_pyav_decodes() -> None:
+    for path in sorted((SHARED_DATA / "msvd-mini" / "video").glob("*.avi")):
+        assert avi_frame_count(path) == pyav_frames(path, set())[0], path.name
