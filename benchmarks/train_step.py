@@ -2,8 +2,8 @@
 
 Prints one JSON object. Features sit in a temporary Zarr store and are held in memory (the default), so
 the numbers cover batching (float16 -> float32), the forward, cross-entropy only (alpha = beta = 0),
-backward, gradient clipping and the Adam step. CPU runs float32 (the default) and, where the CPU has
-native bf16, bf16 autocast (train.amp_cpu); GPU runs bf16 autocast (train.amp). peak_mem_mb is CUDA's
+backward, gradient clipping and the Adam step. CPU runs the default (train.amp_cpu: bf16 autocast where
+the CPU has native bf16, cpu_precision says which) and float32; GPU runs bf16 autocast (train.amp). peak_mem_mb is CUDA's
 peak allocation on GPU and the process's peak resident set size on CPU (Python and torch included).
 
     python benchmarks/train_step.py               # paper size, batch 32 on CPU (+ batch 256 on GPU) and demo size
@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from configs.schema import ModelConfig, StageConfig  # noqa: E402
-from models.registry import build_model  # noqa: E402
+from configs.schema import ModelConfig, StageConfig, TrainConfig  # noqa: E402
+from models.registry import build_model, build_msvqa  # noqa: E402
+from models.types import Batch  # noqa: E402
 from storage.qa_dataset import QAArrays, QADataset, VideoArrays  # noqa: E402
 from storage.store import Store  # noqa: E402
-from tasks.evaluation import bf16_supported  # noqa: E402
+from tasks.evaluation import precision_name  # noqa: E402
 from tasks.training import make_loader, make_optimizer, qa_loss_fn, train_epoch  # noqa: E402
 
 
@@ -49,6 +50,8 @@ class Size:
 
 # DualVGR on MSVD-QA: ResNet-101 / ResNeXt-101 features, 8 clips of 16 frames.
 PAPER = Size(8, 16, 2048, 2048, 768, 2, 4000, 1854, 10)
+# The seed's end-to-end MSVQA: 30,000 batches of 10 in 20 h 26 min on one RTX 3090.
+SEED_E2E_SAMPLES_PER_S = 30_000 * 10 / (20 * 3600 + 26 * 60)
 # configs/demo.yaml: tiny backbones (128-d), 4 clips of 4 frames, its synthetic vocabularies.
 DEMO = Size(4, 4, 128, 128, 128, 1, 29, 19, 8)
 
@@ -105,29 +108,105 @@ def measure(size: Size, batch: int, steps: int, warmup: int, device: str, amp: b
     return {"samples_per_s": round(steps * batch / elapsed, 2), "peak_mem_mb": round(peak, 1)}
 
 
+def clip_batches(size: Size, batch: int, count: int, appearance_px: int, motion_px: int) -> list[Batch]:
+    """`count` batches of random uint8 clips and questions, as the clip store's loader hands them over."""
+    g = torch.Generator().manual_seed(0)
+    c, f = size.clips, size.frames
+    return [Batch(question=torch.randint(1, size.question_vocab, (batch, size.question_len), generator=g),
+                  question_len=torch.full((batch,), size.question_len),
+                  appearance_clips=torch.randint(0, 256, (batch, c, f, appearance_px, appearance_px, 3),
+                                                 dtype=torch.uint8, generator=g),
+                  motion_clips=torch.randint(0, 256, (batch, c, f, motion_px, motion_px, 3), dtype=torch.uint8,
+                                             generator=g),
+                  answer=torch.randint(0, size.answer_vocab, (batch,), generator=g))
+            for _ in range(count)]
+
+
+def measure_end_to_end(backbones: tuple[str, str], batch: int, steps: int, warmup: int, device: str,
+                       amp: bool) -> dict[str, float]:
+    """MSVQA's QA stage with both backbones training, from uint8 clips at the paper's 224 / 112 px.
+
+    Batches are built in memory: this is the model's step (normalisation on the device, both backbones,
+    DualVGR, backward, Adam), not the clip store's read speed.
+    """
+    torch.manual_seed(0)
+    size = PAPER
+    model = build_msvqa(ModelConfig(name="msvqa", module_dim=size.module_dim, unit_layers=size.unit_layers),
+                        appearance_backbone=backbones[0], motion_backbone=backbones[1],
+                        appearance_normalization="imagenet", motion_normalization="hara",
+                        question_vocab_size=size.question_vocab, answer_vocab_size=size.answer_vocab,
+                        num_clips=size.clips, frames_per_clip=size.frames).to(device)
+    model.set_backbones_trainable(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    cfg = StageConfig(batch_size=batch, lr=1e-4)
+    optimizer = make_optimizer(params, cfg)
+    batches = clip_batches(size, batch, steps + warmup, 224, 112)
+    train_epoch(model, qa_loss_fn(), batches[:warmup], optimizer, params, cfg.grad_clip, device, amp)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    train_epoch(model, qa_loss_fn(), batches[warmup:], optimizer, params, cfg.grad_clip, device, amp)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"samples_per_s": round(steps * batch / elapsed, 3), "peak_mem_mb": round(peak, 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--no-amp", action="store_true", help="float32 on GPU too (train.amp=false)")
+    parser.add_argument("--e2e", choices=("auto", "on", "off"), default="auto",
+                        help="end-to-end MSVQA step; auto: on a GPU only (the paper backbones need tens of GB "
+                             "to train on 8 x 16 frames, more than a small CPU machine has)")
+    parser.add_argument("--e2e-backbones", default="resnet101,resnext101_3d", help="appearance,motion backbones")
+    parser.add_argument("--e2e-batch", type=int, default=4, help="videos per end-to-end step (the seed used 10)")
+    parser.add_argument("--e2e-steps", type=int, default=4, help="timed end-to-end steps")
     args = parser.parse_args(argv)
     out: dict[str, object] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
-    # CPU: float32, the default (train.amp_cpu=false); bf16 autocast as the opt-in, where the CPU has it.
-    cpu = measure(PAPER, 32, args.steps, args.warmup, "cpu", amp=False)
-    out.update(qa_samples_per_s_cpu_paper_b32=cpu["samples_per_s"], qa_peak_mem_mb_cpu_paper_b32=cpu["peak_mem_mb"])
-    if bf16_supported("cpu"):
-        cpu_bf16 = measure(PAPER, 32, args.steps, args.warmup, "cpu", amp=True)
-        out.update(qa_samples_per_s_cpu_paper_b32_bf16=cpu_bf16["samples_per_s"])
+    # CPU: float32 first (its peak RSS is the process's own), then the default configuration, which
+    # autocasts to bf16 where the CPU has native bf16 (train.amp_cpu) and is float32 elsewhere.
+    amp_cpu = TrainConfig().amp_cpu
+    fp32 = measure(PAPER, 32, args.steps, args.warmup, "cpu", amp=False)
+    default = fp32
+    if precision_name("cpu", amp_cpu) != "float32":
+        default = measure(PAPER, 32, args.steps, args.warmup, "cpu", amp=amp_cpu)
+    out.update(cpu_precision=precision_name("cpu", amp_cpu), qa_samples_per_s_cpu_paper_b32=default["samples_per_s"],
+               qa_samples_per_s_cpu_paper_b32_fp32=fp32["samples_per_s"],
+               qa_peak_mem_mb_cpu_paper_b32_fp32=fp32["peak_mem_mb"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         gpu = measure(PAPER, 256, args.steps, args.warmup, device, amp=not args.no_amp)
         out.update(gpu=torch.cuda.get_device_name(), amp_gpu=not args.no_amp,
                    qa_samples_per_s_gpu_paper_b256=gpu["samples_per_s"],
                    qa_peak_mem_mb_gpu_paper_b256=gpu["peak_mem_mb"])
-    demo = measure(DEMO, 64, args.steps * 4, args.warmup, device, amp=device == "cuda" and not args.no_amp)
-    out.update(demo_device=device, qa_samples_per_s_demo=demo["samples_per_s"])
+    demo_amp = (not args.no_amp) if device == "cuda" else amp_cpu
+    demo = measure(DEMO, 64, args.steps * 4, args.warmup, device, amp=demo_amp)
+    out.update(demo_device=device, demo_precision=precision_name(device, demo_amp),
+               qa_samples_per_s_demo=demo["samples_per_s"])
     if device == "cuda":  # a process's peak RSS only grows, so on CPU only the first measurement's is its own
         out.update(qa_peak_mem_mb_gpu_demo=demo["peak_mem_mb"])
+    if args.e2e == "on" or (args.e2e == "auto" and device == "cuda"):
+        backbones = tuple(args.e2e_backbones.split(","))
+        e2e_amp = (not args.no_amp) if device == "cuda" else amp_cpu
+        batch = args.e2e_batch
+        while True:
+            try:
+                e2e = measure_end_to_end(backbones, batch, args.e2e_steps, 1, device, e2e_amp)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch //= 2  # report what fits rather than nothing
+                torch.cuda.empty_cache()
+        out.update(e2e_backbones=args.e2e_backbones, e2e_batch=batch,
+                   e2e_precision=precision_name(device, e2e_amp), e2e_samples_per_s=e2e["samples_per_s"],
+                   e2e_peak_mem_mb=e2e["peak_mem_mb"],
+                   e2e_speedup_vs_seed=round(e2e["samples_per_s"] / SEED_E2E_SAMPLES_PER_S, 2))
     print(json.dumps(out))
 
 

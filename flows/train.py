@@ -26,7 +26,7 @@ from tasks.autoencoder import autoencoder_loss_fn, autoencoder_val_loss, reconst
 from tasks.bundle import save_bundle
 from tasks.device import resolve_device
 from tasks.distributed import DistContext
-from tasks.evaluation import evaluate, predictions_table
+from tasks.evaluation import evaluate, precision_name, predictions_table
 from tasks.plots import accuracy_by_type, image_grid, save_png, training_curves
 from tasks.qa_setup import QAData, load_qa_data, make_model, training_dir
 from tasks.text import load_annotations
@@ -44,7 +44,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def _speed(config: PipelineConfig, device: str) -> dict[str, Any]:
-    """Loader workers, bf16 autocast (CUDA: train.amp, default on; CPU: train.amp_cpu, default off), compile."""
+    """Loader workers, bf16 autocast (train.amp on CUDA, train.amp_cpu on CPU; both default on), compile."""
     train = config.train
     amp = train.amp if device.startswith("cuda") else train.amp_cpu
     return {"num_workers": train.num_workers, "amp": amp, "compile": train.compile}
@@ -187,6 +187,7 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
     tracker = open_tracker(config.tracking, config.dataset.name) if ctx.is_main else NullTracker()
     tags = {"stage": "train", "model": model_cfg.name, "git.commit": git_commit(),
             "mlflow.source.git.commit": git_commit(), "prefect.flow_run_id": prefect_flow_run_id(),
+            "precision": precision_name(device, _speed(config, device)["amp"]),
             **{f"spec.{k}": v for k, v in data.spec_hashes.items()}}
     run_id = tracker.start_run(model_cfg.name, tags=tags, parent_run_id=parent_run_id)
     figures: dict[str, Any] = {"val_acc": math.nan, "test_acc": math.nan, "test_acc_by_type": {}, "counts_by_type": {}}

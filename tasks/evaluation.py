@@ -25,12 +25,17 @@ def bf16_supported(device: str) -> bool:
 def mixed_precision(device: str, enabled: bool) -> ContextManager:
     """bf16 autocast when enabled and the device has native bf16; otherwise float32.
 
-    Callers decide per device: the flows enable it on CUDA by default and on CPU only when asked, so a
-    default CPU run stays float32 (exact to the reference numbers, resumable bit for bit).
+    Either way a run is deterministic on one machine (a resumed run still equals an uninterrupted one);
+    float32 (train.amp_cpu: false) is the precision the reference implementation's numbers come from.
     """
     if enabled and bf16_supported(device):
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def precision_name(device: str, amp: bool) -> str:
+    """What mixed_precision(device, amp) computes in: "bf16-autocast" or "float32"."""
+    return "bf16-autocast" if amp and bf16_supported(device) else "float32"
 
 
 @dataclass

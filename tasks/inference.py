@@ -110,17 +110,22 @@ def check_backbone_weights(bundle: Bundle) -> None:
 def video_features(bundle: Bundle, video: Path, device: str) -> tuple[np.ndarray, np.ndarray]:
     """appearance [C, F, Da] and motion [C, Dm] float16 features of `video`, as the feature stage makes them."""
     cfg = bundle.config.clips
-    if clip_spec(cfg) != bundle.clip_spec:
-        raise UserError(f"model bundle {bundle.source} was trained on clips decoded as {bundle.clip_spec['decoder']}; "
-                        f"this msvqa decodes as {clip_spec(cfg)['decoder']}")
+    here = clip_spec(cfg)
+    if here != bundle.clip_spec:
+        differing = sorted(key for key in here.keys() | bundle.clip_spec.keys()
+                           if here.get(key) != bundle.clip_spec.get(key))
+        trained = ", ".join(f"{key}={bundle.clip_spec.get(key)}" for key in differing)
+        now = ", ".join(f"{key}={here.get(key)}" for key in differing)
+        raise UserError(f"model bundle {bundle.source} was trained on clips made with {trained}; "
+                        f"this msvqa makes them with {now}")
     check_backbone_weights(bundle)
     try:
-        appearance, motion, _, _ = decode_one(ClipJob(0, 0, video.stem, str(video)), cfg)
+        decoded, _ = decode_one(ClipJob(0, 0, video.stem, str(video)), cfg)
     except VideoError as exc:
         detail = str(exc).removeprefix(f"Video {exc.path}: ")
         raise UserError(f"--video {video} cannot be used ({exc.reason}): {detail}") from exc
     features: FeaturesConfig = bundle.config.features.model_copy(update={"device": device})
-    return extract_video(appearance, motion, features, device)
+    return extract_video(decoded.appearance, decoded.motion, features, device)
 
 
 def top_answers(probabilities: torch.Tensor, vocab: Vocabularies, k: int) -> list[dict[str, float | str]]:

@@ -99,6 +99,17 @@ def test_backbone_weights_must_be_the_bundled_files(tmp_path, video):
         answer_video(str(path), video, "what color is the square?", device="cpu")
 
 
+def test_a_bundle_from_other_clips_names_what_differs(bundle_path, video, tmp_path):
+    state = torch.load(bundle_path, map_location="cpu", weights_only=True)
+    state["clip_spec"] = {**state["clip_spec"], "decoder": "ffmpeg-select-scale-bicubic-v1"}
+    del state["clip_spec"]["scaler"]  # as bundles made before the scaler was a setting
+    older = tmp_path / "older.pt"
+    torch.save(state, older)
+    with pytest.raises(UserError, match=r"made with decoder=ffmpeg-select-scale-bicubic-v1, scaler=None; this msvqa "
+                                        r"makes them with decoder=ffmpeg-select-scale-v2, scaler=bicubic"):
+        answer_video(str(older), video, "what color is the square?", device="cpu")
+
+
 def _fake_store(store_path: Path, bundle, videos: int = 10, seed_offset: int = 0) -> np.ndarray:
     """A feature group with random features for `videos` videos; the last one is left incomplete."""
     config = bundle.config

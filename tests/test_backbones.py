@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -236,8 +238,24 @@ def test_normalize_moves_channels_of_any_leading_dims() -> None:
 def test_normalize_clips_gives_channels_then_time() -> None:
     clips = torch.randint(0, 256, (2, 4, 5, 6, 3), dtype=torch.uint8)  # [N, T, H, W, 3]
     out = NormalizeClips("hara")(clips)
-    assert out.shape == (2, 3, 4, 5, 6) and out.is_contiguous()
+    assert out.shape == (2, 3, 4, 5, 6) and out.is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(out[1, 0, 3, 2, 1], clips[1, 3, 2, 1, 0].float() - 114.7748)
+
+
+@pytest.mark.parametrize(("name", "shape"), [("resnet18", (2, 3, 64, 64)), ("resnet18_3d", (1, 3, 8, 32, 32))])
+def test_backbones_run_channels_last_and_compute_what_the_plain_layout_does(name: str, shape: tuple) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone(name).eval()
+    layout = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    convs = [m.weight for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
+    frames = torch.randint(0, 256, (shape[0], *shape[2:], 3) if len(shape) == 4 else
+                           (shape[0], shape[2], *shape[3:], 3), dtype=torch.uint8)
+    x = (NormalizeInput if len(shape) == 4 else NormalizeClips)(backbone.normalization)(frames)
+    assert x.shape == shape and x.is_contiguous(memory_format=layout)
+    plain = copy.deepcopy(backbone).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), plain(x.contiguous()), rtol=1e-4, atol=1e-4)
 
 
 def test_normalize_refuses_float_frames_and_unknown_schemes() -> None:

@@ -81,7 +81,8 @@ class NormalizeInput(nn.Module):
             raise ValueError(f"expected frames [..., H, W, 3], got shape {tuple(frames.shape)}")
         x = frames.movedim(-1, -3).to(self.mean.dtype)  # [..., 3, H, W]
         x = (x / self.divisor - self.mean) / self.std
-        return x.contiguous()
+        # Batches of images stay channels-last in memory, as stored: the layout the conv kernels prefer.
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
 
     def extra_repr(self) -> str:
         return f"scheme={self.scheme!r}"
@@ -102,4 +103,4 @@ class NormalizeClips(nn.Module):
         if clips.dim() != 5:
             raise ValueError(f"expected clips [N, T, H, W, 3], got shape {tuple(clips.shape)}")
         x = self.frames(clips)  # [N, T, 3, H, W]
-        return x.transpose(1, 2).contiguous()  # [N, 3, T, H, W]
+        return x.transpose(1, 2).contiguous(memory_format=torch.channels_last_3d)  # [N, 3, T, H, W]
