@@ -88,13 +88,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     batches = max(1, -(-args.clips // args.batch))  # ceil: at least --clips clips are timed
 
-    appearance = build_backbone(args.appearance).eval().to(device, memory_format=torch.channels_last)
+    # Backbones and normalised inputs are channels-last already, as in the feature stage.
+    appearance = build_backbone(args.appearance).eval().to(device)
     normalize_frames = NormalizeInput(appearance.normalization).to(device)
     frames = torch.randint(0, 256, (args.batch * args.frames, args.size_app, args.size_app, 3), dtype=torch.uint8, device=device)
 
     def appearance_step() -> torch.Tensor:
-        x = normalize_frames(frames).contiguous(memory_format=torch.channels_last)  # [B*F, 3, S, S]
-        return appearance(x)  # [B*F, Da]
+        return appearance(normalize_frames(frames))  # [B*F, Da]
 
     motion = build_backbone(args.motion).eval().to(device)
     normalize_clips = NormalizeClips(motion.normalization).to(device)

@@ -8,6 +8,10 @@ Two deployments per stage:
 Both apply the configured task runner (Dask or threads) to the clips and features flows, as the CLI does.
 When the config sets `reprocess.cron`, a `reprocess` deployment (flow `run-reprocess`) runs the reprocess
 flow from the YAML path on that schedule, so each run sees the file's current content.
+
+Two more deployments ask trained models: `answer` (one question about one video file) and `search` (one
+question over the stored videos). With a config they default to its champion model and tracking store;
+the question, and for `answer` the video, come from whoever triggers the run.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from prefect import Flow, flow
 from configs.errors import UserError
 from configs.loader import load_config, validate_config
 from configs.schema import PipelineConfig
+from flows.answer import answer_flow
 from flows.clips import run_clips
 from flows.evaluate import evaluate_flow
 from flows.features import run_features
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline_flow
 from flows.reprocess import run_reprocess
+from flows.search import search_flow
 from flows.text import text_flow
 from flows.train import train_flow
 
@@ -65,6 +71,8 @@ STAGE_FLOWS: dict[str, Flow] = {
     "train": train_flow,
     "evaluate": evaluate_flow,
 }
+# Deployments that ask a trained model; their runs must pass what `question_defaults` leaves out.
+QUESTION_FLOWS: dict[str, Flow] = {"answer": answer_flow, "search": search_flow}
 # run_from_file calls these (not the wrapper flows) so a file run is one parent with one stage child.
 STAGE_RUNNERS: dict[str, Callable[[PipelineConfig], dict]] = {
     **STAGE_FLOWS, "clips": run_clips, "features": run_features,
@@ -91,7 +99,20 @@ def deployment_names(reprocess: bool = False) -> list[str]:
     """
     typed = [f"{STAGE_FLOWS[stage].name}/{stage}" for stage in STAGES]
     names = typed + [f"{run_from_file.name}/{stage}{FILE_SUFFIX}" for stage in STAGES]
+    names += [f"{flow_obj.name}/{name}" for name, flow_obj in QUESTION_FLOWS.items()]
     return names + ([f"{reprocess_from_file.name}/{REPROCESS}"] if reprocess else [])
+
+
+def question_defaults(config: PipelineConfig | None, config_json: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Default parameters of the `answer` and `search` deployments: the config's champion model.
+
+    `config_json` is the config as the deployment stores it (for `search`, which reads the store it names).
+    """
+    if config is None:
+        return {name: {} for name in QUESTION_FLOWS}
+    model = {"model_uri": f"models:/{config.dataset.name}-{config.model.name}@champion",
+             "tracking_uri": config.tracking.uri}
+    return {"answer": model, "search": {**model, "config": config_json or config.model_dump(mode="json")}}
 
 
 def reprocess_deployment(config: PipelineConfig, config_path: str | Path,
@@ -142,6 +163,12 @@ def build_deployments(config_path: str | Path | None, overrides: list[str] | Non
                                     description=f"Run the {stage} stage from a YAML config path plus overrides.")
         for stage in STAGES
     ]
+    defaults = question_defaults(config, typed_params.get("config"))
+    deployments += [
+        flow_obj.to_deployment(name=name, parameters=defaults[name], tags=["msvqa", "ask", name],
+                               entrypoint_type=module)
+        for name, flow_obj in QUESTION_FLOWS.items()
+    ]
     reprocess = reprocess_deployment(config, config_path, overrides) if config is not None else None
     return deployments + ([reprocess] if reprocess is not None else [])
 
@@ -184,18 +211,24 @@ def prefect_yaml(config_path: str = "configs/demo.yaml", root: Path = PROJECT_RO
     files = [{"name": f"{stage}{FILE_SUFFIX}", "entrypoint": entrypoint(run_from_file),
               "tags": ["msvqa", stage, "from-file"], "work_pool": {"name": WORK_POOL},
               "parameters": {"config_path": config_path, "stage": stage, "overrides": []}} for stage in STAGES]
+    defaults = question_defaults(validated, config)
+    asking = [{"name": name, "entrypoint": entrypoint(flow_obj), "tags": ["msvqa", "ask", name],
+               "parameters": defaults[name], "work_pool": {"name": WORK_POOL}}
+              for name, flow_obj in QUESTION_FLOWS.items()]
+    scheduled = []
     cron = validated.reprocess.cron
     if cron is not None:
-        files.append({"name": REPROCESS, "entrypoint": entrypoint(reprocess_from_file),
-                      "tags": ["msvqa", REPROCESS, "from-file"], "work_pool": {"name": WORK_POOL},
-                      "parameters": {"config_path": config_path, "overrides": []}, "schedules": [{"cron": cron}]})
+        scheduled.append({"name": REPROCESS, "entrypoint": entrypoint(reprocess_from_file),
+                          "tags": ["msvqa", REPROCESS, "from-file"], "work_pool": {"name": WORK_POOL},
+                          "parameters": {"config_path": config_path, "overrides": []},
+                          "schedules": [{"cron": cron}]})
     document = {
         "name": "msvqa",
         "build": None,
         "push": None,
         # Resolved by the worker when a run starts (an unset MSVQA_ROOT fails the run at this step).
         "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $MSVQA_ROOT }}"}}],
-        "deployments": typed + files,
+        "deployments": typed + files + asking + scheduled,
     }
     body = yaml.dump(document, Dumper=_NamedAnchorDumper, sort_keys=False, default_flow_style=False, width=110)
     return _PREFECT_YAML_HEADER + body

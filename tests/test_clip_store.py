@@ -139,6 +139,43 @@ def test_kill_9_during_clips_then_rerun_equals_an_uninterrupted_run(tmp_path, da
     assert clip_group(crashed).attrs["files"] == clip_group(clean).attrs["files"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_kill_9_during_features_then_rerun_equals_an_uninterrupted_run(tmp_path, dataset, api_url):
+    from flows.clips import run_clips
+    from flows.features import feature_group_for, run_features
+
+    clean = tiny_config(tmp_path, dataset, "clean.zarr")
+    run_clips(clean)
+    run_features(clean)
+    data = tiny_data(tmp_path, dataset, "crashed.zarr", **{"clips.videos_per_task": 1})
+    data["runner"]["workers"] = 1  # one video per task, one task at a time: the kill lands between rows
+    config_path = tmp_path / "crashed.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    crashed = validate_config(data)
+    run_clips(crashed)
+    features = feature_group_for(crashed, clip_group(crashed))
+    chunks = Path(crashed.store.path) / features.ref.path / "appearance"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "features", str(config_path), "--json"], cwd=REPO,
+                            env={**os.environ, "PREFECT_API_URL": api_url}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while sum(1 for p in chunks.rglob("*") if p.is_file() and p.name != "zarr.json") < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no feature rows written in 180 s"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no clean-up, no final record
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    complete_before = int(features.completed().sum())
+    assert complete_before < 8
+
+    rerun = run_features(crashed)
+    assert rerun["extracted_now"] == 8 - complete_before and rerun["complete"] == 8
+    assert_same_arrays(clean, crashed, kinds=("clips", "features"))
+
+
 def write_bad_videos(root: Path, good: Path) -> list[str]:
     """A zero-byte file, a text file named .avi and a truncated avi, appended to the mapping as vid101-103."""
     video = root / "video"

@@ -30,11 +30,22 @@ def _validate(parameters: dict, schema: dict) -> None:
     validate(parameters, schema, raise_on_error=True, preprocess=True)
 
 
+# What a run of each asking deployment must pass itself: everything else has a default.
+LEFT_TO_THE_RUN = {"answer": {"video", "question"}, "search": {"question"}}
+
+
+def _validate_defaults(name: str, parameters: dict, schema: dict) -> None:
+    """A deployment's default parameters are valid, and leave out exactly what its runs must pass."""
+    missing = set(schema.get("required", [])) - set(parameters)
+    assert missing == LEFT_TO_THE_RUN.get(name, set()), name
+    _validate(parameters, {**schema, "required": sorted(set(schema.get("required", [])) - missing)})
+
+
 def test_build_deployments_covers_every_flow_with_valid_defaults():
     built = dep.build_deployments(DEMO, ["train.qa.epochs=3"], schedule_cron="0 3 * * *")
     names = [f"{d.flow_name}/{d.name}" for d in built]
     assert names == dep.deployment_names()
-    assert {n.split("/")[1] for n in names} == set(STAGES) | {f"{s}-from-file" for s in STAGES}
+    assert {n.split("/")[1] for n in names} == set(STAGES) | {f"{s}-from-file" for s in STAGES} | {"answer", "search"}
     from prefect.utilities.importtools import import_object
 
     by_name = {d.name: d for d in built}
@@ -49,6 +60,14 @@ def test_build_deployments_covers_every_flow_with_valid_defaults():
         for d in (typed, from_file):
             _validate(d.parameters, d._parameter_openapi_schema.model_dump())
             assert [s.schedule.cron for s in d.schedules] == (["0 3 * * *"] if d.name == "pipeline-from-file" else [])
+    for name, flow_obj in dep.QUESTION_FLOWS.items():
+        asking = by_name[name]
+        assert import_object(asking.entrypoint) is flow_obj
+        # The demo's champion, in the demo's tracking store (resolved like every path of the config).
+        assert asking.parameters["model_uri"] == "models:/synthetic_msvd-dualvgr@champion"
+        assert asking.parameters["tracking_uri"].startswith("sqlite:///")
+        _validate_defaults(name, asking.parameters, asking._parameter_openapi_schema.model_dump())
+    assert PipelineConfig.model_validate(by_name["search"].parameters["config"]).train.qa.epochs == 3
 
 
 def test_build_deployments_without_config_leaves_parameters_required():
@@ -80,7 +99,7 @@ def test_prefect_yaml_is_the_generated_one():
     from prefect.utilities.importtools import import_object
 
     for d in declared:
-        _validate(d["parameters"], parameter_schema(import_object(d["entrypoint"])).model_dump())
+        _validate_defaults(d["name"], d["parameters"], parameter_schema(import_object(d["entrypoint"])).model_dump())
 
 
 def test_serving_refuses_to_start_without_a_prefect_server(monkeypatch):
@@ -150,7 +169,7 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_served_pipeline_deployment_runs_and_tracks_in_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
@@ -188,8 +207,19 @@ def test_served_pipeline_deployment_runs_and_tracks_in_mlflow(tmp_path):
                         time.sleep(1)
             run = run_deployment("pipeline/pipeline", parameters={"config": config.model_dump(mode="json")},
                                  timeout=150, poll_interval=2)
-        assert run.state is not None and run.state.is_completed(), \
-            f"flow run ended {run.state!r}\n--- serve log ---\n{_tail(serve_log)}"
+            assert run.state is not None and run.state.is_completed(), \
+                f"flow run ended {run.state!r}\n--- serve log ---\n{_tail(serve_log)}"
+            # Then ask the model that run trained, through the served `answer` deployment.
+            tracking = MlflowClient(tracking_uri=config.tracking.uri)
+            trained = tracking.search_runs([tracking.get_experiment_by_name("serve-test").experiment_id],
+                                           "tags.mlflow.runName = 'dualvgr'")
+            assert len(trained) == 1  # this test's tracking store is its own
+            video = sorted((tmp_path / "dataset" / "video").glob("*.avi"))[0]
+            asked = run_deployment("answer/answer", parameters={
+                "model_uri": f"runs:/{trained[0].info.run_id}", "tracking_uri": config.tracking.uri,
+                "video": str(video), "question": "what color is the square?"}, timeout=90, poll_interval=2)
+            assert asked.state is not None and asked.state.is_completed(), \
+                f"answer run ended {asked.state!r}\n--- serve log ---\n{_tail(serve_log)}"
     finally:
         for proc in reversed(procs):
             _stop(proc)
