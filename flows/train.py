@@ -145,12 +145,8 @@ def _log_lineage(tracker: Tracker, run_id: str, config: PipelineConfig, data: QA
 
 
 def _log_bundle(tracker: Tracker, run_id: str, config: PipelineConfig, data: QAData, model,
-                metrics: dict[str, float]) -> str | None:
-    """A self-contained inference bundle as a run artifact (feature models; MSVQA is not bundled yet)."""
-    if getattr(model, "uses_clips", False):
-        _logger().warning("no inference bundle for %s yet: answer/search need a feature model",
-                                 type(model).__name__)
-        return None
+                metrics: dict[str, float]) -> str:
+    """A self-contained inference bundle as a run artifact (every model, MSVQA with its trained backbones)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = save_bundle(Path(tmp) / Path(BUNDLE_ARTIFACT).name, config=config, vocab=data.vocab, model=model,
                            spec_hashes=data.spec_hashes, metrics=metrics)

@@ -22,7 +22,8 @@ from configs.schema import PipelineConfig
 from models.baselines import MeanPool, QuestionOnly
 from models.dualvgr import DualVGR
 from models.input_norm import StandardizedInputs
-from models.registry import build_model
+from models.msvqa import MSVQA
+from models.registry import build_model, build_msvqa
 from storage.store import spec_hash
 from tasks.checkpoints import save_atomic
 from tasks.clips import clip_spec
@@ -31,7 +32,8 @@ from tasks.text import TextInputError, Vocabularies
 
 BUNDLE_FORMAT = "msvqa-bundle"
 BUNDLE_VERSION = 1
-_MODEL_NAMES: dict[type, str] = {DualVGR: "dualvgr", QuestionOnly: "question_only", MeanPool: "mean_pool"}
+_MODEL_NAMES: dict[type, str] = {DualVGR: "dualvgr", QuestionOnly: "question_only", MeanPool: "mean_pool",
+                                  MSVQA: "msvqa"}
 _NORM_BUFFERS = ("appearance_mean", "appearance_std", "motion_mean", "motion_std")
 
 
@@ -53,6 +55,11 @@ class Bundle:
     @property
     def uses_video(self) -> bool:
         return bool(getattr(self.model, "uses_video", True))
+
+    @property
+    def uses_clips(self) -> bool:
+        """End to end (MSVQA): the model reads decoded clips; its backbones' weights are in the bundle."""
+        return bool(getattr(self.model, "uses_clips", False))
 
     @property
     def feature_hash(self) -> str:
@@ -86,7 +93,8 @@ def save_bundle(path: Path, *, config: PipelineConfig, vocab: Vocabularies, mode
     clips = clip_spec(config.clips)
     features = feature_spec(config.features, spec_hash(clips))
     recorded = spec_hashes.get("features")
-    if recorded is not None and recorded != spec_hash(features):
+    # An end-to-end model carries its own (trained) backbones: no feature group stands behind it.
+    if name != "msvqa" and recorded is not None and recorded != spec_hash(features):
         # The weights files changed since the features were extracted: the bundle could not reproduce them.
         raise ValueError(f"feature spec of {config.features} hashes to {spec_hash(features)}, but the model was "
                          f"trained on feature group {recorded}: were the backbone weights replaced?")
@@ -118,6 +126,19 @@ def save_bundle(path: Path, *, config: PipelineConfig, vocab: Vocabularies, mode
     return path
 
 
+def _build(config: PipelineConfig, sizes: dict[str, int]) -> nn.Module:
+    """The bundled model's architecture, randomly initialised (its weights are loaded next)."""
+    common = dict(question_vocab_size=sizes["question_vocab_size"], answer_vocab_size=sizes["answer_vocab_size"],
+                  num_clips=sizes["num_clips"], frames_per_clip=sizes["frames_per_clip"], word_dim=sizes["word_dim"])
+    if config.model.name == "msvqa":
+        features = config.features
+        return build_msvqa(config.model, appearance_backbone=features.appearance.backbone,
+                           motion_backbone=features.motion.backbone,
+                           appearance_normalization=features.appearance.normalization,
+                           motion_normalization=features.motion.normalization, **common)
+    return build_model(config.model, appearance_dim=sizes["appearance_dim"], motion_dim=sizes["motion_dim"], **common)
+
+
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"model bundle {path} does not exist")
@@ -142,16 +163,7 @@ def load_bundle(path: Path, source: str | None = None) -> Bundle:
     except TextInputError as exc:
         raise UserError(str(exc)) from exc
     sizes = {key: int(value) for key, value in state["sizes"].items()}
-    model = build_model(
-        config.model,
-        question_vocab_size=sizes["question_vocab_size"],
-        answer_vocab_size=sizes["answer_vocab_size"],
-        appearance_dim=sizes["appearance_dim"],
-        motion_dim=sizes["motion_dim"],
-        num_clips=sizes["num_clips"],
-        frames_per_clip=sizes["frames_per_clip"],
-        word_dim=sizes["word_dim"],
-    )
+    model = _build(config, sizes)
     weights = state["state_dict"]
     if all(key in weights for key in _NORM_BUFFERS):
         model = StandardizedInputs(model, sizes["appearance_dim"], sizes["motion_dim"])

@@ -24,7 +24,7 @@ from tasks.clips import ClipJob, clip_spec, decode_one
 from tasks.device import resolve_device
 from tasks.features import extract_video
 from tasks.text import ANSWER_UNK_EVAL, ANSWER_UNK_TRAIN, QUESTION_UNK, Vocabularies, tokenize
-from tasks.video import VideoError
+from tasks.video import DecodedClips, VideoError
 from tasks.weights import sha256_file
 
 _ANSWER_SLOTS = (ANSWER_UNK_TRAIN, ANSWER_UNK_EVAL)  # "some other answer" classes: never shown as answers
@@ -81,14 +81,18 @@ def answer_mask(vocab: Vocabularies) -> torch.Tensor:
 
 @torch.inference_mode()
 def answer_probabilities(model: torch.nn.Module, question: torch.Tensor, appearance: torch.Tensor | None,
-                         motion: torch.Tensor | None, device: str) -> torch.Tensor:
-    """Softmax over every answer class [B, A] for one question [L] asked of B videos' features."""
-    size = 1 if appearance is None else appearance.shape[0]
+                         motion: torch.Tensor | None, device: str, *, appearance_clips: torch.Tensor | None = None,
+                         motion_clips: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over every answer class [B, A] for one question [L] asked of B videos' features or clips."""
+    videos = next((x for x in (appearance, appearance_clips) if x is not None), None)
+    size = 1 if videos is None else videos.shape[0]
     batch = Batch(
         question=question.unsqueeze(0).expand(size, -1),  # [B, L]
         question_len=torch.full((size,), question.numel(), dtype=torch.int64),  # [B]
         appearance=None if appearance is None else appearance.float(),  # [B, C, F, Da]
         motion=None if motion is None else motion.float(),  # [B, C, Dm]
+        appearance_clips=appearance_clips,  # [B, C, F, H, W, 3] uint8 (end-to-end models)
+        motion_clips=motion_clips,  # [B, C, F, h, w, 3] uint8
     ).to(device)
     return torch.softmax(model(batch).logits.float(), dim=-1).cpu()  # [B, A]
 
@@ -107,8 +111,8 @@ def check_backbone_weights(bundle: Bundle) -> None:
                             f"(sha256 differs from the bundle's {expected[:12]})")
 
 
-def video_features(bundle: Bundle, video: Path, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """appearance [C, F, Da] and motion [C, Dm] float16 features of `video`, as the feature stage makes them."""
+def decode_video(bundle: Bundle, video: Path) -> DecodedClips:
+    """The clips of `video` [c, f, H, W, 3] uint8, sampled and scaled as the bundle's training clips were."""
     cfg = bundle.config.clips
     here = clip_spec(cfg)
     if here != bundle.clip_spec:
@@ -118,12 +122,18 @@ def video_features(bundle: Bundle, video: Path, device: str) -> tuple[np.ndarray
         now = ", ".join(f"{key}={here.get(key)}" for key in differing)
         raise UserError(f"model bundle {bundle.source} was trained on clips made with {trained}; "
                         f"this msvqa makes them with {now}")
-    check_backbone_weights(bundle)
     try:
         decoded, _ = decode_one(ClipJob(0, 0, video.stem, str(video)), cfg)
     except VideoError as exc:
         detail = str(exc).removeprefix(f"Video {exc.path}: ")
         raise UserError(f"--video {video} cannot be used ({exc.reason}): {detail}") from exc
+    return decoded
+
+
+def video_features(bundle: Bundle, video: Path, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """appearance [C, F, Da] and motion [C, Dm] float16 features of `video`, as the feature stage makes them."""
+    check_backbone_weights(bundle)
+    decoded = decode_video(bundle, video)
     features: FeaturesConfig = bundle.config.features.model_copy(update={"device": device})
     return extract_video(decoded.appearance, decoded.motion, features, device)
 
@@ -145,11 +155,16 @@ def answer_video(model_uri: str, video: Path, question: str, *, top_k: int = 5, 
     bundle = open_bundle(model_uri, tracking_uri)
     encoded = encode_question(question, bundle.vocab)
     device = resolve_device(device)
-    appearance = motion = None
-    if bundle.uses_video:
+    appearance = motion = appearance_clips = motion_clips = None
+    if bundle.uses_clips:
+        decoded = decode_video(bundle, Path(video))
+        appearance_clips = torch.from_numpy(np.ascontiguousarray(decoded.appearance)).unsqueeze(0)  # [1, C, F, H, W, 3]
+        motion_clips = torch.from_numpy(np.ascontiguousarray(decoded.motion)).unsqueeze(0)  # [1, C, F, h, w, 3]
+    elif bundle.uses_video:
         app, mot = video_features(bundle, Path(video), device)
         appearance, motion = torch.from_numpy(app).unsqueeze(0), torch.from_numpy(mot).unsqueeze(0)  # [1, ...]
-    probabilities = answer_probabilities(bundle.model.to(device), encoded.ids, appearance, motion, device)[0]  # [A]
+    probabilities = answer_probabilities(bundle.model.to(device), encoded.ids, appearance, motion, device,
+                                         appearance_clips=appearance_clips, motion_clips=motion_clips)[0]  # [A]
     return {
         "model": bundle.source,
         "model_name": bundle.config.model.name,

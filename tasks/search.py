@@ -85,6 +85,10 @@ def search_bundle(bundle: Bundle, question: str, *, answer: str | None = None, t
     """The `top` stored videos ranked by score (see score_rows); `video_ids` limits the search to those videos."""
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
+    if bundle.uses_clips:
+        # Searching would mean running both trained backbones over every stored clip for each question.
+        raise UserError(f"--model {bundle.source} is an end-to-end {bundle.config.model.name} model: search ranks "
+                        "the stored features, so it needs a feature model (e.g. dualvgr); `answer` takes this one")
     encoded = encode_question(question, bundle.vocab)
     answer_index = None
     if answer is not None:

@@ -16,11 +16,12 @@ from configs.errors import UserError
 from models.types import Batch
 from storage.store import Store
 from tasks.bundle import load_bundle
+from tasks.clips import ClipJob, decode_one
 from tasks.features import FEATURE_DTYPE, feature_spec, prepare_feature_group
-from tasks.inference import answer_video
+from tasks.inference import answer_video, encode_question
 from tasks.search import search_bundle
 from tests.conftest import shared_data
-from tests.test_bundle import random_bundle, tiny_pipeline_config
+from tests.test_bundle import random_bundle, random_msvqa_bundle, tiny_pipeline_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,6 +109,25 @@ def test_a_bundle_from_other_clips_names_what_differs(bundle_path, video, tmp_pa
     with pytest.raises(UserError, match=r"made with decoder=ffmpeg-select-scale-bicubic-v1, scaler=None; this msvqa "
                                         r"makes them with decoder=ffmpeg-select-scale-v2, scaler=bicubic"):
         answer_video(str(older), video, "what color is the square?", device="cpu")
+
+
+def test_an_msvqa_bundle_answers_from_the_decoded_clips(video, tmp_path):
+    path = random_msvqa_bundle(tmp_path)
+    result = answer_video(str(path), video, "what color is the square?", top_k=6, device="cpu")
+    # The same clips the clip stage would store, through the bundled model, give the same probabilities.
+    bundle = load_bundle(path)
+    decoded, _ = decode_one(ClipJob(0, 0, video.stem, str(video)), bundle.config.clips)
+    encoded = encode_question("what color is the square?", bundle.vocab)
+    batch = Batch(question=encoded.ids.unsqueeze(0), question_len=torch.tensor([encoded.ids.numel()]),
+                  appearance_clips=torch.from_numpy(np.ascontiguousarray(decoded.appearance)).unsqueeze(0),
+                  motion_clips=torch.from_numpy(np.ascontiguousarray(decoded.motion)).unsqueeze(0))
+    with torch.no_grad():
+        expected = torch.softmax(bundle.model(batch).logits, dim=-1)[0]
+    for row in result["answers"]:
+        index = bundle.vocab.answer_token_to_idx[row["answer"]]
+        assert row["probability"] == pytest.approx(float(expected[index]), rel=1e-5)
+    with pytest.raises(UserError, match="end-to-end msvqa model: search ranks the stored features"):
+        search_bundle(bundle, "what color is the square?")
 
 
 def _fake_store(store_path: Path, bundle, videos: int = 10, seed_offset: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ from configs.errors import UserError
 from configs.loader import load_config
 from configs.schema import PipelineConfig
 from models.input_norm import StandardizedInputs
-from models.registry import build_model
+from models.registry import build_model, build_msvqa
 from models.types import Batch
 from storage.store import spec_hash
 from tasks.bundle import Bundle, load_bundle, save_bundle
@@ -156,3 +156,45 @@ def test_unusable_files_raise_user_errors(tmp_path):
     torch.save(raw, path)
     with pytest.raises(UserError, match="do not fit the recorded model sizes"):
         load_bundle(path)
+
+
+def random_msvqa_bundle(tmp_path: Path, seed: int = 0) -> Path:
+    """A bundle of an untrained end-to-end MSVQA on the tiny config's backbones (tiny2d, tiny3d)."""
+    config = tiny_pipeline_config(tmp_path, name="msvqa")
+    vocab = tiny_vocab()
+    torch.manual_seed(seed)
+    features = config.features
+    model = build_msvqa(config.model, appearance_backbone=features.appearance.backbone,
+                        motion_backbone=features.motion.backbone,
+                        appearance_normalization=features.appearance.normalization,
+                        motion_normalization=features.motion.normalization,
+                        question_vocab_size=len(vocab.question_token_to_idx),
+                        answer_vocab_size=len(vocab.answer_token_to_idx), num_clips=config.clips.num_clips,
+                        frames_per_clip=config.clips.frames_per_clip, word_dim=config.text.word_dim)
+    clips = spec_hash(clip_spec(config.clips))
+    # MSVQA trains its backbones: whatever feature group the store holds does not describe them.
+    hashes = {"text": "t" * 12, "clips": clips, "features": "f" * 12}
+    return save_bundle(tmp_path / "msvqa" / "bundle.pt", config=config, vocab=vocab, model=model,
+                       spec_hashes=hashes, metrics={"val_acc": 0.3})
+
+
+def test_msvqa_bundles_carry_their_backbones(tmp_path):
+    path = random_msvqa_bundle(tmp_path)
+    bundle = load_bundle(path)
+    assert bundle.config.model.name == "msvqa" and bundle.uses_clips and bundle.uses_video
+    original = load_bundle(path).model  # a second load: the same weights, independently rebuilt
+    torch.manual_seed(3)
+    c, f = bundle.config.clips.num_clips, bundle.config.clips.frames_per_clip
+    a, m = bundle.config.clips.appearance_size, bundle.config.clips.motion_size
+    batch = Batch(question=torch.tensor([[2, 3, 4]] * 2), question_len=torch.tensor([3, 2]),
+                  appearance_clips=torch.randint(0, 256, (2, c, f, a, a, 3), dtype=torch.uint8),
+                  motion_clips=torch.randint(0, 256, (2, c, f, m, m, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(batch).logits, original(batch).logits, rtol=0, atol=0)
+    # The backbones' trained weights travel in the bundle, not as references to weights files.
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert any(key.startswith("appearance_backbone.") for key in raw["state_dict"])
+    assert any(key.startswith("motion_backbone.") for key in raw["state_dict"])
+    other = load_bundle(random_msvqa_bundle(tmp_path / "other", seed=1)).model
+    with torch.no_grad():
+        assert not torch.allclose(other(batch).logits, bundle.model(batch).logits)

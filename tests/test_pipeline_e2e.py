@@ -54,6 +54,11 @@ def test_run_end_to_end_then_resume(tmp_path):
         # MSVQA end to end on the same store: the backbones train on the stored uint8 clips.
         msvqa = run_cli("train", str(config), "--set", "model.name=msvqa", "--set", "train.baseline=false",
                         "--json", api_url=api_url)
+        # The trained end-to-end model answers a new question about a video, from its own bundle.
+        video = sorted((tmp_path / "dataset" / "video").glob("*.avi"))[0]
+        answered = run_cli("answer", "--model", f"runs:/{msvqa['train_run_id']}", "--tracking-uri",
+                           first["tracking_uri"], "--video", str(video), "--question", "what color is the square?",
+                           "--device", "cpu", "--json", api_url=api_url)
 
     assert set(first) >= {"run_id", "test_acc", "test_acc_by_type", "baseline_test_acc", "store", "tracking_uri",
                           "seconds"}
@@ -84,6 +89,9 @@ def test_run_end_to_end_then_resume(tmp_path):
     assert {"ae_val_loss", "val_acc", "test_acc"} <= set(run.data.metrics)
     # Trainable backbones: MSVQA has more trainable parameters than DualVGR on cached features.
     assert float(run.data.params["trainable_parameters"]) > float(dualvgr.data.params["trainable_parameters"])
+    assert run.data.tags["bundle_artifact"] == "bundle/bundle.pt"
+    assert answered["model"] == f"runs:/{msvqa['train_run_id']}" and len(answered["answers"]) == 5
+    assert 0.0 < sum(row["probability"] for row in answered["answers"]) <= 1.0 + 1e-6
 
 
 def test_bad_config_exits_2_with_one_sentence(tmp_path):
