@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from configs.schema import BackboneConfig, FeaturesConfig
-from models.backbones import NormalizeInput, build_backbone
+from models.backbones import NormalizeClips, NormalizeInput, build_backbone
 from storage.store import GroupRef, SpecGroup, open_group
 from tasks.clips import APPEARANCE, MOTION
 from tasks.device import resolve_device
@@ -86,12 +86,11 @@ def extract_video(appearance: np.ndarray, motion: np.ndarray, cfg: FeaturesConfi
     mot_model = load_backbone(cfg.motion.backbone, str(cfg.motion.weights or ""), cfg.seed, device)
     c, f = appearance.shape[:2]
     app_norm = NormalizeInput(cfg.appearance.normalization).to(device)
-    mot_norm = NormalizeInput(cfg.motion.normalization).to(device)
+    mot_norm = NormalizeClips(cfg.motion.normalization).to(device)
     frames = torch.from_numpy(appearance).to(device).flatten(0, 1)  # [c*f, A, A, 3] uint8
     frames = app_norm(frames)  # [c*f, 3, A, A]
     app = _run_batches(app_model, frames, cfg.appearance.batch_size).reshape(c, f, -1)  # [c, f, Da]
-    clips = mot_norm(torch.from_numpy(motion).to(device))  # [c, f, 3, M, M]
-    clips = clips.permute(0, 2, 1, 3, 4).contiguous()  # [c, 3, f, M, M]
+    clips = mot_norm(torch.from_numpy(motion).to(device))  # [c, 3, f, M, M], channels-last like the 3D backbone
     mot = _run_batches(mot_model, clips, cfg.motion.batch_size)  # [c, Dm]
     return app.numpy().astype(FEATURE_DTYPE), mot.numpy().astype(FEATURE_DTYPE)
 
