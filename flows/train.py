@@ -44,7 +44,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def _speed(config: PipelineConfig, device: str) -> dict[str, Any]:
-    """Loader workers, bf16 autocast (train.amp on CUDA, train.amp_cpu on CPU; both default on), compile."""
+    """Loader workers, bf16 autocast (CUDA: train.amp, default on; CPU: train.amp_cpu, default off), compile."""
     train = config.train
     amp = train.amp if device.startswith("cuda") else train.amp_cpu
     return {"num_workers": train.num_workers, "amp": amp, "compile": train.compile}

@@ -14,7 +14,6 @@ import torch
 from configs.errors import UserError
 from configs.schema import TrackingConfig
 from tasks.runs import compare_runs, runs_records, runs_text
-from tasks.evaluation import bf16_supported
 from tasks.tracking import git_commit, open_tracker
 from test_baseline import tiny_config, write_annotations
 
@@ -64,8 +63,8 @@ def test_two_runs_register_versions_and_champion_follows_val_acc(tmp_path, monke
     assert {"predictions/test_predictions.csv", "predictions/test_predictions.parquet"} <= {
         a.path for a in client.list_artifacts(run.info.run_id, "predictions")}
     assert run.data.tags["git.commit"] == git_commit()
-    # CPU run with the default train.amp_cpu: the precision says whether this CPU computed in bf16.
-    assert run.data.tags["precision"] == ("bf16-autocast" if bf16_supported("cpu") else "float32")
+    # A CPU run with the default train.amp_cpu (false) computes in float32, and says so.
+    assert run.data.tags["precision"] == "float32"
 
 
 def test_champion_moves_only_to_a_better_version(tmp_path):
