@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,37 +77,44 @@ def dataset(size: Size, questions: int, folder: Path, videos: int = 64) -> QADat
     return QADataset(arrays, VideoArrays(group.ref, ("appearance", "motion"), in_memory=True))
 
 
+def timed_training(model: torch.nn.Module, next_batches: Callable[[int], list], batch: int, steps: int,
+                   warmup: int, device: str, amp: bool) -> dict[str, float]:
+    """Train on `warmup` untimed batches, then time `steps` more: samples/s and peak memory.
+
+    The training loop itself: copies to the device, forward, cross-entropy, backward, clipping, Adam.
+    """
+    cfg = StageConfig(batch_size=batch, lr=1e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+
+    def run(n: int) -> None:
+        train_epoch(model, qa_loss_fn(), next_batches(n), optimizer, params, cfg.grad_clip, device, amp)
+
+    run(warmup)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    run(steps)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"samples_per_s": round(steps * batch / elapsed, 3), "peak_mem_mb": round(peak, 1)}
+
+
 def measure(size: Size, batch: int, steps: int, warmup: int, device: str, amp: bool) -> dict[str, float]:
-    """Samples per second over `steps` timed training steps after `warmup` untimed ones."""
+    """DualVGR on cached features from a Zarr store, through the training DataLoader."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(module_dim=size.module_dim, unit_layers=size.unit_layers),
                         question_vocab_size=size.question_vocab, answer_vocab_size=size.answer_vocab,
                         appearance_dim=size.appearance_dim, motion_dim=size.motion_dim, num_clips=size.clips,
                         frames_per_clip=size.frames).to(device)
-    cfg = StageConfig(batch_size=batch, lr=1e-4)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         data = dataset(size, batch * (steps + warmup), Path(tmp))
-        loader = make_loader(data, batch, shuffle=True, pin_memory=device.startswith("cuda"))
-        batches = iter(loader)
-
-        def run(n: int) -> None:  # the training loop itself over `n` batches: copies, syncs, clipping, Adam
-            train_epoch(model, qa_loss_fn(), [next(batches) for _ in range(n)], optimizer, params, cfg.grad_clip,
-                        device, amp)
-
-        run(warmup)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        run(steps)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - started
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"samples_per_s": round(steps * batch / elapsed, 2), "peak_mem_mb": round(peak, 1)}
+        batches = iter(make_loader(data, batch, shuffle=True, pin_memory=device.startswith("cuda")))
+        return timed_training(model, lambda n: [next(batches) for _ in range(n)], batch, steps, warmup, device, amp)
 
 
 def clip_batches(size: Size, batch: int, count: int, appearance_px: int, motion_px: int) -> list[Batch]:
@@ -138,22 +146,8 @@ def measure_end_to_end(backbones: tuple[str, str], batch: int, steps: int, warmu
                         question_vocab_size=size.question_vocab, answer_vocab_size=size.answer_vocab,
                         num_clips=size.clips, frames_per_clip=size.frames).to(device)
     model.set_backbones_trainable(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    cfg = StageConfig(batch_size=batch, lr=1e-4)
-    optimizer = make_optimizer(params, cfg)
-    batches = clip_batches(size, batch, steps + warmup, 224, 112)
-    train_epoch(model, qa_loss_fn(), batches[:warmup], optimizer, params, cfg.grad_clip, device, amp)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    train_epoch(model, qa_loss_fn(), batches[warmup:], optimizer, params, cfg.grad_clip, device, amp)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - started
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"samples_per_s": round(steps * batch / elapsed, 3), "peak_mem_mb": round(peak, 1)}
+    batches = iter(clip_batches(size, batch, steps + warmup, 224, 112))
+    return timed_training(model, lambda n: [next(batches) for _ in range(n)], batch, steps, warmup, device, amp)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,6 +105,31 @@ def test_store_grows_along_the_video_axis_keeping_rows(tmp_path):
     assert group.quarantined() == {"b": "empty file"}
 
 
+def one_video_at_a_time(tmp_path: Path, dataset: Path) -> tuple[Path, PipelineConfig]:
+    """A config (its YAML path and the model) whose stage tasks hold one video each, run one at a time."""
+    data = tiny_data(tmp_path, dataset, "crashed.zarr", **{"clips.videos_per_task": 1})
+    data["runner"]["workers"] = 1  # the kill lands between rows
+    config_path = tmp_path / "crashed.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    return config_path, validate_config(data)
+
+
+def kill_9_once_rows_are_written(stage: str, config_path: Path, chunks: Path, api_url: str) -> None:
+    """Run `msvqa STAGE` in its own process group and SIGKILL the group once two rows of `chunks` exist."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", stage, str(config_path), "--json"], cwd=REPO,
+                            env={**os.environ, "PREFECT_API_URL": api_url}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 150
+    while sum(1 for p in chunks.rglob("*") if p.is_file() and p.name != "zarr.json") < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, f"no {stage} rows written in 150 s"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no clean-up, no final record
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_kill_9_during_clips_then_rerun_equals_an_uninterrupted_run(tmp_path, dataset, api_url):
@@ -112,24 +137,9 @@ def test_kill_9_during_clips_then_rerun_equals_an_uninterrupted_run(tmp_path, da
 
     clean = tiny_config(tmp_path, dataset, "clean.zarr")
     run_clips(clean)
-    data = tiny_data(tmp_path, dataset, "crashed.zarr", **{"clips.videos_per_task": 1})
-    data["runner"]["workers"] = 1  # one video at a time: the kill lands between rows
-    config_path = tmp_path / "crashed.yaml"
-    config_path.write_text(yaml.safe_dump(data))
-    crashed = validate_config(data)
+    config_path, crashed = one_video_at_a_time(tmp_path, dataset)
     chunks = Path(crashed.store.path) / crashed.dataset.name / "clips" / clip_group(clean).ref.spec_hash / "appearance"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "clips", str(config_path), "--json"], cwd=REPO,
-                            env={**os.environ, "PREFECT_API_URL": api_url}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while sum(1 for p in chunks.rglob("*") if p.is_file() and p.name != "zarr.json") < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no clip rows written in 120 s"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no clean-up, no final record
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_once_rows_are_written("clips", config_path, chunks, api_url)
     complete_before = int(clip_group(crashed).completed().sum())
     assert complete_before < 8
 
@@ -148,26 +158,11 @@ def test_kill_9_during_features_then_rerun_equals_an_uninterrupted_run(tmp_path,
     clean = tiny_config(tmp_path, dataset, "clean.zarr")
     run_clips(clean)
     run_features(clean)
-    data = tiny_data(tmp_path, dataset, "crashed.zarr", **{"clips.videos_per_task": 1})
-    data["runner"]["workers"] = 1  # one video per task, one task at a time: the kill lands between rows
-    config_path = tmp_path / "crashed.yaml"
-    config_path.write_text(yaml.safe_dump(data))
-    crashed = validate_config(data)
+    config_path, crashed = one_video_at_a_time(tmp_path, dataset)
     run_clips(crashed)
     features = feature_group_for(crashed, clip_group(crashed))
-    chunks = Path(crashed.store.path) / features.ref.path / "appearance"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "features", str(config_path), "--json"], cwd=REPO,
-                            env={**os.environ, "PREFECT_API_URL": api_url}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while sum(1 for p in chunks.rglob("*") if p.is_file() and p.name != "zarr.json") < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no feature rows written in 180 s"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no clean-up, no final record
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_once_rows_are_written("features", config_path, Path(crashed.store.path) / features.ref.path / "appearance",
+                                 api_url)
     complete_before = int(features.completed().sum())
     assert complete_before < 8
 
