@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,3 +177,33 @@ def test_features_stay_on_disk_when_asked(tmp_path):
     names = ("appearance", "motion")
     assert features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=True)), ref, names)
     assert not features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=False)), ref, names)
+
+
+def test_msvqa_training_on_cpu_repeats_bit_for_bit_with_the_default_precision():
+    # bf16 on CPU (train.amp_cpu) was seen to vary between runs of MSVQA and to turn NaN: the default must not.
+    from configs.schema import ModelConfig, StageConfig, TrainConfig
+    from models.registry import build_msvqa
+    from models.types import Batch
+    from tasks.training import make_optimizer, qa_loss_fn, train_epoch
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [Batch(question=torch.randint(1, 20, (4, 5), generator=generator), question_len=torch.full((4,), 5),
+                     appearance_clips=torch.randint(0, 256, (4, 2, 3, 32, 32, 3), dtype=torch.uint8,
+                                                    generator=generator),
+                     motion_clips=torch.randint(0, 256, (4, 2, 3, 16, 16, 3), dtype=torch.uint8, generator=generator),
+                     answer=torch.randint(0, 7, (4,), generator=generator)) for _ in range(4)]
+
+    def trained() -> tuple[list[torch.Tensor], float]:
+        torch.manual_seed(0)
+        model = build_msvqa(ModelConfig(module_dim=16, unit_layers=1), appearance_backbone="tiny2d",
+                            motion_backbone="tiny3d", appearance_normalization="unit", motion_normalization="unit",
+                            question_vocab_size=20, answer_vocab_size=7, num_clips=2, frames_per_clip=3, word_dim=8)
+        model.set_backbones_trainable(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(params, StageConfig(batch_size=4, lr=1e-3))
+        loss, _, _ = train_epoch(model, qa_loss_fn(), batches, optimizer, params, 5.0, "cpu", TrainConfig().amp_cpu)
+        return [p.detach().clone() for p in params], loss
+
+    (first, first_loss), (second, second_loss) = trained(), trained()
+    assert math.isfinite(first_loss) and first_loss == second_loss
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
