@@ -6,9 +6,11 @@ the spec is its name, so two configurations live side by side. Only this package
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,8 +18,43 @@ from typing import Any, Iterable
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.buffer import Buffer
+from zarr.storage import LocalStore
 
 COMPLETE = "complete"  # uint8 [N]: 1 once the driver has seen the row's data written
+_WRITE_SLICE = 1 << 20  # bytes per write() call when storing a chunk
+
+
+class SlicedWriteStore(LocalStore):
+    """A LocalStore that hands each stored object to the kernel 1 MiB at a time.
+
+    One write() of a chunk of many megabytes (a clip row is 5-20 MB) cost the clip stage's workers
+    about a third more CPU than the same bytes in 1 MiB writes on the machine measured
+    (benchmarks/clips.py: 8.0-8.8 -> 10.1-10.4 videos/s). Writes stay atomic: a temporary file in the
+    same folder, renamed over the target, as LocalStore does.
+    """
+
+    async def set(self, key: str, value: Buffer) -> None:
+        if not self._is_open:
+            await self._open()
+        self._check_writable()
+        if not isinstance(value, Buffer):
+            raise TypeError(f"SlicedWriteStore.set(): value must be a Buffer, got {type(value).__name__}")
+        await asyncio.to_thread(_write_atomically_in_slices, self.root / key, value.as_buffer_like())
+
+
+def _write_atomically_in_slices(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    view = memoryview(data).cast("B")
+    partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    try:
+        with partial.open("wb") as file:
+            for start in range(0, len(view), _WRITE_SLICE):
+                file.write(view[start:start + _WRITE_SLICE])
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -174,7 +211,7 @@ class Store:
         self.path = Path(path)
         if mode == "r" and not self.path.exists():
             raise FileNotFoundError(f"store {self.path} does not exist")
-        self._root = zarr.open_group(store=str(self.path), mode=mode)
+        self._root = zarr.open_group(store=SlicedWriteStore(self.path, read_only=mode == "r"), mode=mode)
 
     def spec_group(self, dataset: str, kind: str, spec: dict[str, Any]) -> SpecGroup:
         """The group for this spec, created (with the spec in its attributes) when missing."""

@@ -58,3 +58,48 @@ def test_quarantine_and_padding_records_merge(tmp_path):
 def test_read_only_store_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError):
         Store(tmp_path / "missing.zarr", mode="r")
+
+
+def test_chunks_larger_than_a_write_slice_round_trip_and_replace_atomically(tmp_path, monkeypatch):
+    import pathlib
+
+    from storage.store import _write_atomically_in_slices
+
+    group = Store(tmp_path / "s.zarr").spec_group("ds", "clips", {})
+    group.ensure_array("x", (2, 3, 1024, 1024), "uint8", chunks=(1, 3, 1024, 1024))  # 3 MiB rows
+    rows = np.random.default_rng(0).integers(0, 256, size=(2, 3, 1024, 1024), dtype=np.uint8)
+    group.write("x", rows[0], row=0)
+    group.write("x", rows[1], row=1)
+    assert np.array_equal(group.read("x"), rows)
+
+    # A crash after the first 1 MiB of a new value: the old file stays whole and no temporary file stays.
+    target = tmp_path / "chunk"
+    target.write_bytes(b"old")
+    real_open = pathlib.Path.open
+
+    class FailsOnSecondWrite:
+        def __init__(self, file):
+            self.file, self.writes = file, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 2:
+                raise OSError("disk full")
+            return self.file.write(data)
+
+    def open_partial(path, *args, **kwargs):
+        file = real_open(path, *args, **kwargs)
+        return FailsOnSecondWrite(file) if path.suffix == ".partial" else file
+
+    monkeypatch.setattr(pathlib.Path, "open", open_partial)
+    with pytest.raises(OSError, match="disk full"):
+        _write_atomically_in_slices(target, bytes(3 << 20))
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk", "s.zarr"]
