@@ -115,7 +115,8 @@ def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
         done_decoding = time.perf_counter()
         group.write(APPEARANCE, decoded.appearance, row=job.row)
         group.write(MOTION, decoded.motion, row=job.row)
-        spent = [a + b for a, b in zip(spent, (probed - start, done_decoding - probed, time.perf_counter() - done_decoding))]
+        steps = (probed - start, done_decoding - probed, time.perf_counter() - done_decoding)
+        spent = [a + b for a, b in zip(spent, steps)]
     return spent
 
 

@@ -103,16 +103,16 @@ def deployment_names(reprocess: bool = False) -> list[str]:
     return names + ([f"{reprocess_from_file.name}/{REPROCESS}"] if reprocess else [])
 
 
-def question_defaults(config: PipelineConfig | None, config_json: dict | None = None) -> dict[str, dict[str, Any]]:
+def question_defaults(config: PipelineConfig | None, config_json: dict | None) -> dict[str, dict[str, Any]]:
     """Default parameters of the `answer` and `search` deployments: the config's champion model.
 
-    `config_json` is the config as the deployment stores it (for `search`, which reads the store it names).
+    `config_json` is the config as the deployments store it (for `search`, which reads the store it names).
     """
     if config is None:
         return {name: {} for name in QUESTION_FLOWS}
     model = {"model_uri": f"models:/{config.dataset.name}-{config.model.name}@champion",
              "tracking_uri": config.tracking.uri}
-    return {"answer": model, "search": {**model, "config": config_json or config.model_dump(mode="json")}}
+    return {"answer": model, "search": {**model, "config": config_json}}
 
 
 def reprocess_deployment(config: PipelineConfig, config_path: str | Path,

@@ -156,13 +156,13 @@ def _log_bundle(tracker: Tracker, run_id: str, config: PipelineConfig, data: QAD
 
 
 def _register(tracker: Tracker, run_id: str, config: PipelineConfig, model_cfg: ModelConfig, data: QAData, model,
-              metrics: dict[str, float], bundle: str | None) -> dict[str, Any]:
+              metrics: dict[str, float], bundle: str) -> dict[str, Any]:
     name = f"{config.dataset.name}-{model_cfg.name}"
     _, version = tracker.log_model(run_id, model, registered_name=name,
                                    metadata={"spec_hashes": data.spec_hashes, "val_acc": metrics["val_acc"]})
     if version is None:
         return {}
-    tracker.set_model_version_tags(name, version, {"run_id": run_id, **({"bundle_artifact": bundle} if bundle else {})})
+    tracker.set_model_version_tags(name, version, {"run_id": run_id, "bundle_artifact": bundle})
     champion = tracker.promote_if_best(name, version, metrics["val_acc"])
     tracker.set_tags(run_id, {"registered_model": f"{name}/{version}", "champion": str(champion).lower()})
     return {"registered_model": name, "version": version, "champion": champion}

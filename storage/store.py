@@ -35,6 +35,7 @@ class SlicedWriteStore(LocalStore):
     """
 
     async def set(self, key: str, value: Buffer) -> None:
+        # The same checks as LocalStore._set (zarr 3.1), with the write itself replaced.
         if not self._is_open:
             await self._open()
         self._check_writable()

@@ -121,8 +121,9 @@ def decode_clips(
     at both sizes and sends both pictures stacked in one raw frame, read straight into one preallocated
     buffer; a repeated index reuses the same decoded frame. `threads` bounds ffmpeg's decoding and
     filtering threads: the clip stage runs one ffmpeg per worker, so more than one only competes.
-    Raises VideoError "truncated" when ffmpeg delivers fewer frames than requested or reports a cut
-    file, and the other reasons of probe_video when the file cannot be opened.
+    Raises FramesMissing (reason "truncated") when ffmpeg delivers fewer frames than requested,
+    VideoError "truncated" when it reports a cut file, "ffmpeg failed" when it gives no frame count,
+    and the other reasons of probe_video when the file cannot be opened.
     """
     _require_frame_indices(indices)
     for name, size in (("appearance_size", appearance_size), ("motion_size", motion_size)):

@@ -193,6 +193,9 @@ def test_msvqa_bundles_carry_their_backbones(tmp_path):
         torch.testing.assert_close(bundle.model(batch).logits, original(batch).logits, rtol=0, atol=0)
     # The backbones' trained weights travel in the bundle, not as references to weights files.
     raw = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = bundle.model.state_dict()
+    assert raw["state_dict"].keys() == loaded.keys()
+    assert all(torch.equal(value, loaded[key]) for key, value in raw["state_dict"].items())
     assert any(key.startswith("appearance_backbone.") for key in raw["state_dict"])
     assert any(key.startswith("motion_backbone.") for key in raw["state_dict"])
     other = load_bundle(random_msvqa_bundle(tmp_path / "other", seed=1)).model
