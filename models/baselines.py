@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.onednn import Linear
+
 from models.fusion import OpenEndedHead, mlp_classifier
 from models.question_encoder import QuestionEncoder
 from models.types import Batch, ModelOutput
@@ -75,8 +77,8 @@ class MeanPool(nn.Module):
             freeze_embeddings=freeze_embeddings,
             contextual_words=False,
         )
-        self.appearance_projection = nn.Linear(appearance_dim, module_dim)
-        self.motion_projection = nn.Linear(motion_dim, module_dim)
+        self.appearance_projection = Linear(appearance_dim, module_dim)
+        self.motion_projection = Linear(motion_dim, module_dim)
         self.answer_head = OpenEndedHead(module_dim, 2 * module_dim, answer_vocab_size, dropout=dropout)
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.onednn import Linear
+
 from models.types import Batch, ModelOutput
 
 # 4x4 seed images are upsampled by 2 per transposed convolution until they reach out_size.
@@ -32,7 +34,7 @@ class ClipDecoder(nn.Module):
         self.out_size = out_size
         self.base_channels = base_channels
         self.frame_embedding = nn.Parameter(torch.randn(frames, module_dim) * 0.02)
-        self.seed = nn.Linear(module_dim, base_channels * _SEED_SIZE * _SEED_SIZE)
+        self.seed = Linear(module_dim, base_channels * _SEED_SIZE * _SEED_SIZE)
         layers: list[nn.Module] = []
         channels = base_channels
         for _ in range(int(math.log2(out_size // _SEED_SIZE))):

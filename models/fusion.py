@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.onednn import Linear
+
 # The reference's MFB joint dimension (its default), independent of module_dim.
 MFB_JOINT_DIM = 256
 
@@ -23,9 +25,9 @@ class MFB(nn.Module):
         super().__init__()
         self.joint_dim = joint_dim
         self.factor = factor
-        self.project_first = nn.Linear(input_dims[0], joint_dim * factor)
-        self.project_second = nn.Linear(input_dims[1], joint_dim * factor)
-        self.output = nn.Linear(joint_dim, output_dim)
+        self.project_first = Linear(input_dims[0], joint_dim * factor)
+        self.project_second = Linear(input_dims[1], joint_dim * factor)
+        self.output = Linear(joint_dim, output_dim)
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """first [..., D1], second [..., D2] -> [..., O]."""
@@ -42,7 +44,7 @@ class SourceAttentionFusion(nn.Module):
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
         # No final bias: it would be shared by all sources and cancel in the softmax.
-        self.score = nn.Sequential(nn.Linear(dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1, bias=False))
+        self.score = nn.Sequential(Linear(dim, hidden_dim), nn.Tanh(), Linear(hidden_dim, 1, bias=False))
 
     def forward(self, sources: list[torch.Tensor]) -> torch.Tensor:
         """sources: S tensors [B, N, D] -> fused [B, N, D]."""
@@ -57,9 +59,9 @@ class ClipAttentionPool(nn.Module):
     def __init__(self, dim: int, *, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.project = nn.Linear(dim, dim, bias=False)
+        self.project = Linear(dim, dim, bias=False)
         # No bias: shared by all clips, it cancels in the softmax.
-        self.score = nn.Linear(dim, 1, bias=False)
+        self.score = Linear(dim, 1, bias=False)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """clips [B, C, D] -> video [B, D]."""
@@ -73,11 +75,11 @@ def mlp_classifier(in_dim: int, hidden_dim: int, num_classes: int, *, dropout: f
     """The reference's classifier: dropout, linear, ELU, batch norm, dropout, linear to logits."""
     return nn.Sequential(
         nn.Dropout(dropout),
-        nn.Linear(in_dim, hidden_dim),
+        Linear(in_dim, hidden_dim),
         nn.ELU(),
         nn.BatchNorm1d(hidden_dim),
         nn.Dropout(dropout),
-        nn.Linear(hidden_dim, num_classes),
+        Linear(hidden_dim, num_classes),
     )
 
 
@@ -86,7 +88,7 @@ class OpenEndedHead(nn.Module):
 
     def __init__(self, module_dim: int, visual_dim: int, num_answers: int, *, dropout: float) -> None:
         super().__init__()
-        self.question_projection = nn.Linear(module_dim, module_dim)
+        self.question_projection = Linear(module_dim, module_dim)
         self.classifier = mlp_classifier(visual_dim + module_dim, module_dim, num_answers, dropout=dropout)
 
     def forward(self, question: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

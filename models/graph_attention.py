@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.onednn import Linear, linear
+
 
 class NodeRelevance(nn.Module):
     """Question-conditioned punishment score in (0, 1) for each clip node of one stream."""
 
     def __init__(self, word_dim: int, module_dim: int) -> None:
         super().__init__()
-        self.query = nn.Linear(word_dim, module_dim)
+        self.query = Linear(word_dim, module_dim)
 
     def forward(self, query_words: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """query_words [B, W], nodes [B, N, D] -> scores [B, N, 1]."""
@@ -59,7 +61,10 @@ class GraphAttention(nn.Module):
         """nodes [B, N, D], relevance [B, N, 1] -> updated nodes [B, N, D]."""
         batch, num_nodes, dim = nodes.shape
         dropped = self.dropout(nodes)
-        values = torch.einsum("bnd,hde->bhne", dropped, self.weight) + self.bias.unsqueeze(1)  # [B, H, N, E]
+        # All heads in one product: weight [H, D, E] as one [H*E, D] linear layer.
+        stacked = self.weight.permute(0, 2, 1).reshape(self.heads * self.head_dim, dim)  # [H*E, D]
+        values = linear(dropped, stacked).view(batch, num_nodes, self.heads, self.head_dim)  # [B, N, H, E]
+        values = values.transpose(1, 2) + self.bias.unsqueeze(1)  # [B, H, N, E]
         src = (values * self.attn_src.unsqueeze(1)).sum(-1)  # [B, H, N]
         dst = (values * self.attn_dst.unsqueeze(1)).sum(-1)  # [B, H, N]
         logits = src.unsqueeze(-1) + dst.unsqueeze(-2) + self.attn_bias.view(1, -1, 1, 1)  # [B, H, N, N]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.onednn import Linear
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 # The reference drops slightly more of the final sentence vector (0.18) than of its inputs (0.15).
@@ -95,9 +97,9 @@ class QueryWordAttention(nn.Module):
 
     def __init__(self, module_dim: int) -> None:
         super().__init__()
-        self.enhance = nn.Linear(module_dim, module_dim)
+        self.enhance = Linear(module_dim, module_dim)
         # No bias: a constant added to every word's score cancels in the softmax and could never learn.
-        self.score = nn.Linear(module_dim, 1, bias=False)
+        self.score = Linear(module_dim, 1, bias=False)
 
     def forward(self, question: EncodedQuestion) -> torch.Tensor:
         if question.contextual is None:

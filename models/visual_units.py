@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.onednn import Linear, bilstm_final_states
+
 # The reference drops slightly more of the encoded clip (0.18) than of the input frames (0.15).
 CLIP_DROPOUT = 0.18
 
@@ -25,7 +27,7 @@ class AppearanceEncoder(nn.Module):
         batch, clips, num_frames, feature_dim = frames.shape
         squashed = torch.tanh(self.input_dropout(frames))  # [B, C, F, Da]
         sequences = squashed.reshape(batch * clips, num_frames, feature_dim)  # [B*C, F, Da]
-        _, (final_states, _) = self.lstm(sequences)  # final_states: [2, B*C, D/2]
+        final_states = bilstm_final_states(self.lstm, sequences)  # [2, B*C, D/2]
         encoded = torch.cat([final_states[0], final_states[1]], dim=-1)  # [B*C, D]
         encoded = self.output_dropout(encoded)
         return encoded.view(batch, clips, -1)  # [B, C, D]
@@ -36,7 +38,7 @@ class MotionEncoder(nn.Module):
 
     def __init__(self, motion_dim: int, module_dim: int) -> None:
         super().__init__()
-        self.projection = nn.Linear(motion_dim, module_dim)
+        self.projection = Linear(motion_dim, module_dim)
 
     def forward(self, motion: torch.Tensor) -> torch.Tensor:
         """motion [B, C, Dm] -> clips [B, C, D]."""
