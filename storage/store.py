@@ -58,6 +58,12 @@ def _write_atomically_in_slices(path: Path, data: Any) -> None:
         raise
 
 
+def _codec_name(codec: Any) -> str:
+    level = getattr(codec, "level", None)
+    name = type(codec).__name__.removesuffix("Codec").lower()
+    return name if level is None else f"{name} level {level}"
+
+
 def spec_hash(spec: dict[str, Any]) -> str:
     """Short stable hash of a JSON-able spec (key order does not matter)."""
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
@@ -95,17 +101,20 @@ class SpecGroup:
         self._group.attrs.update(values)
 
     def ensure_array(self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None,
-                     fill_value: Any = 0) -> None:
-        """Create `name` unless it exists with this shape and dtype (a resumed run keeps its data)."""
+                     fill_value: Any = 0, compression_level: int = 1) -> None:
+        """Create `name` unless it exists with this shape and dtype (a resumed run keeps its data and codec).
+
+        `compression_level` is zstd's; negative levels are its fast ones.
+        """
         if name in self._group.array_keys():
             existing = self._group[name]
             if tuple(existing.shape) == tuple(shape) and np.dtype(existing.dtype) == np.dtype(dtype):
                 return
             raise ValueError(f"array {self.ref.path}/{name} exists with shape {existing.shape}, not {shape}")
-        # zstd level 1: clips compress to about half of raw either way, and level 1 writes ~3x faster
-        # than the default, which dominated the clip stage's time (benchmarks/clips.py).
+        # zstd level 1 by default: it writes ~3x faster than zstd's default level for a few percent more
+        # bytes (benchmarks/clips.py); the clip stage picks its own (clips.compression_level).
         self._group.create_array(name, shape=shape, chunks=chunks or shape, dtype=dtype, fill_value=fill_value,
-                                 compressors=ZstdCodec(level=1))
+                                 compressors=ZstdCodec(level=compression_level))
 
     def has_array(self, name: str) -> bool:
         # A direct lookup: listing members would warn about the non-Zarr files some groups keep (vocab.json).
@@ -164,6 +173,7 @@ class SpecGroup:
                 "dtype": str(array.dtype),
                 "chunks": list(array.chunks),
                 "bytes_stored": int(array.nbytes_stored()),
+                "compression": ", ".join(_codec_name(codec) for codec in array.compressors) or "none",
             })
         return infos
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import ffmpeg
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ from tasks.avi_header import avi_frame_count
 from tasks.clips import ClipJob, decode_one
 from tasks.ffmpeg_bin import ffmpeg_binary
 from tasks.sampling import sample_frame_indices
-from tasks.video import FramesMissing, VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video
+from tasks.video import FramesMissing, VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video, rgb_at_size
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIMEOUT_S = 60.0
@@ -89,12 +90,9 @@ def ffmpeg_scaled(frames: list[av.VideoFrame], size: int, scaler: str = "bicubic
     first = frames[0]
     assert first.format.name == "yuv420p"
     raw = b"".join(frame.to_ndarray(format="yuv420p").tobytes() for frame in frames)
-    args = [
-        ffmpeg_binary(), "-nostdin", "-v", "error",
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{first.width}x{first.height}", "-i", "pipe:",
-        "-vf", f"scale={size}:{size}:flags={scaler},format=rgb24",
-        "-f", "rawvideo", "pipe:",
-    ]  # fmt: skip
+    source = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="yuv420p", s=f"{first.width}x{first.height}")
+    output = rgb_at_size(source, size, scaler).output("pipe:", format="rawvideo")  # type: ignore[arg-type]
+    args = [ffmpeg_binary(), "-nostdin", "-v", "error", *output.compile(cmd=ffmpeg_binary())[1:]]
     result = subprocess.run(args, input=raw, capture_output=True, check=True, timeout=60)
     return np.frombuffer(result.stdout, dtype=np.uint8).reshape(len(frames), size, size, 3)
 
