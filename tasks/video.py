@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import re
 import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, get_args
+from typing import Literal, get_args
 
 import ffmpeg
 import numpy as np
@@ -31,7 +30,6 @@ Scaler = Literal["bicubic", "area", "bilinear"]
 SCALERS: tuple[str, ...] = get_args(Scaler)
 # Formats the resize step may keep; ffmpeg negotiates the one that loses least from the decoder's output.
 _PLANAR_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "gbrp", "gray")
-_PIPE_BYTES = 1 << 20
 # The first video stream that is real footage, not cover art ("V" skips attached pictures).
 _VIDEO_STREAM = "V:0"
 
@@ -222,7 +220,6 @@ def _run_into(
     view = memoryview(buffer).cast("B")
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
-        _widen_pipe(process.stdout)
         timed_out = threading.Event()
 
         def stop() -> None:
@@ -250,16 +247,6 @@ def _run_into(
             raise VideoError(path, "timeout", f"ffmpeg took longer than {timeout_s:g} s and was stopped.")
         errors.seek(0)
         return got, extra, returncode, errors.read()
-
-
-def _widen_pipe(pipe: IO[bytes]) -> None:
-    """Ask Linux for a pipe buffer of up to 1 MiB (default 64 KiB): a clip's frames are tens of megabytes,
-    and each time the small buffer fills, ffmpeg and the reader trade places (a tenth of the clip stage's
-    CPU went to that)."""
-    try:
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
-    except OSError:  # not Linux, or above /proc/sys/fs/pipe-max-size: the default buffer still works
-        pass
 
 
 def _select_expression(wanted: np.ndarray) -> str:
