@@ -123,7 +123,7 @@ class _BiLSTMFinalStates(torch.autograd.Function):
         batch, steps, features = ctx.shape
         hidden = h_in.shape[-1]
         need = ctx.needs_input_grad
-        grad_x = torch.zeros(steps * batch, features) if need[0] else None  # [T*B, D]
+        grad_x = by_time.new_zeros(steps * batch, features) if need[0] else None  # [T*B, D]
         grads: list[torch.Tensor | None] = []
         for d in (0, 1):
             w_ih, w_hh = weights[4 * d], weights[4 * d + 1]

@@ -197,7 +197,8 @@ def rgb_at_size(stream: ffmpeg.nodes.FilterableStream, size: int, scaler: Scaler
 
     libswscale resizes planar YUV (or RGB) with vectorised code but writes packed RGB while resizing only
     with its generic C path; two steps, resize then an unscaled conversion, cost the clip stage about a
-    third of ffmpeg's time less. Chroma is resized at its own resolution, as any video scaler does.
+    quarter of ffmpeg's CPU time less (112 -> 82-85 ms per benchmark video). Chroma is resized at its own
+    resolution, as video scalers do.
     """
     planar = stream.filter("scale", size, size, flags=scaler).filter("format", "|".join(_PLANAR_FORMATS))
     return planar.filter("scale").filter("format", "rgb24")
