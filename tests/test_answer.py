@@ -16,7 +16,7 @@ from configs.errors import UserError
 from models.types import Batch
 from storage.store import Store
 from tasks.bundle import load_bundle
-from tasks.clips import ClipJob, decode_one
+from tasks.clips import DECODER_VERSION, ClipJob, decode_one
 from tasks.features import FEATURE_DTYPE, feature_spec, prepare_feature_group
 from tasks.inference import answer_video, encode_question
 from tasks.search import search_bundle
@@ -107,7 +107,7 @@ def test_a_bundle_from_other_clips_names_what_differs(bundle_path, video, tmp_pa
     older = tmp_path / "older.pt"
     torch.save(state, older)
     with pytest.raises(UserError, match=r"made with decoder=ffmpeg-select-scale-bicubic-v1, scaler=None; this msvqa "
-                                        r"makes them with decoder=ffmpeg-select-scale-v2, scaler=bicubic"):
+                                        rf"makes them with decoder={DECODER_VERSION}, scaler=bicubic"):
         answer_video(str(older), video, "what color is the square?", device="cpu")
 
 

@@ -55,6 +55,15 @@ def test_linear_module_keeps_nn_linear_state_dict() -> None:
     torch.testing.assert_close(ours(x), stock(x))
 
 
+def test_a_sample_gets_the_same_result_in_any_batch_of_two_or_more() -> None:
+    torch.manual_seed(0)
+    layer = Linear(300, 64)
+    x = torch.randn(9, 300)
+    full = layer(x)
+    for size in (2, 3, 5):
+        assert torch.equal(layer(x[:size]), full[:size])
+
+
 def test_stock_path_under_autocast_and_for_other_dtypes() -> None:
     x = torch.randn(2, 3)
     assert uses_onednn(x)
