@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.onednn import Linear
-
 from models.fusion import OpenEndedHead, mlp_classifier
+from models.onednn import Linear
 from models.question_encoder import QuestionEncoder
 from models.types import Batch, ModelOutput
 

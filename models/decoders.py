@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.onednn import Linear
-
 from models.types import Batch, ModelOutput
 
 # 4x4 seed images are upsampled by 2 per transposed convolution until they reach out_size.

@@ -54,9 +54,9 @@ def prepare_clip_group(group: SpecGroup, cfg: ClipsConfig, num_videos: int) -> N
     """Preallocate both arrays, one video per chunk, so parallel writers never share a chunk."""
     c, f = cfg.num_clips, cfg.frames_per_clip
     a, m = cfg.appearance_size, cfg.motion_size
-    level = cfg.compression_level
-    group.ensure_array(APPEARANCE, (num_videos, c, f, a, a, 3), "uint8", chunks=(1, c, f, a, a, 3), compression_level=level)
-    group.ensure_array(MOTION, (num_videos, c, f, m, m, 3), "uint8", chunks=(1, c, f, m, m, 3), compression_level=level)
+    for name, size in ((APPEARANCE, a), (MOTION, m)):
+        group.ensure_array(name, (num_videos, c, f, size, size, 3), "uint8", chunks=(1, c, f, size, size, 3),
+                           compression_level=cfg.compression_level)
     # Whole-array bookkeeping: written by the driver alone, after the workers returned.
     group.ensure_array("num_frames", (num_videos,), "int64", fill_value=0)
     group.ensure_array("complete", (num_videos,), "uint8", fill_value=0)
