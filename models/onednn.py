@@ -31,7 +31,8 @@ def uses_onednn(*tensors: torch.Tensor) -> bool:
     return (
         _HAS_LINEAR_OP
         and torch.backends.mkldnn.enabled
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        # oneDNN cannot describe an empty product; the stock path handles empty batches.
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() for t in tensors)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
     )

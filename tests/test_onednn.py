@@ -64,6 +64,15 @@ def test_a_sample_gets_the_same_result_in_any_batch_of_two_or_more() -> None:
         assert torch.equal(layer(x[:size]), full[:size])
 
 
+def test_empty_batches_go_through_like_f_linear_and_nn_lstm() -> None:
+    layer = Linear(3, 5)
+    out = layer(torch.randn(0, 3))
+    out.sum().backward()
+    assert out.shape == (0, 5) and torch.equal(layer.weight.grad, torch.zeros(5, 3))
+    lstm = nn.LSTM(3, 2, batch_first=True, bidirectional=True)
+    assert bilstm_final_states(lstm, torch.randn(0, 4, 3)).shape == (2, 0, 2)
+
+
 def test_stock_path_under_autocast_and_for_other_dtypes() -> None:
     x = torch.randn(2, 3)
     assert uses_onednn(x)
@@ -72,14 +81,14 @@ def test_stock_path_under_autocast_and_for_other_dtypes() -> None:
         assert not uses_onednn(x)
 
 
-@pytest.mark.parametrize("input_grad", [False, True])
-def test_bilstm_final_states_match_nn_lstm(input_grad: bool) -> None:
+@pytest.mark.parametrize(("batch", "steps", "input_grad"), [(6, 7, False), (6, 7, True), (1, 1, True)])
+def test_bilstm_final_states_match_nn_lstm(batch: int, steps: int, input_grad: bool) -> None:
     torch.manual_seed(0)
     lstm = nn.LSTM(12, 5, batch_first=True, bidirectional=True)
     for parameter in lstm.parameters():
         nn.init.uniform_(parameter, -0.5, 0.5)  # large enough that every gate saturates somewhere
-    x = torch.randn(6, 7, 12, requires_grad=input_grad)
-    upstream = torch.randn(2, 6, 5)
+    x = torch.randn(batch, steps, 12, requires_grad=input_grad)
+    upstream = torch.randn(2, batch, 5)
     leaves = list(lstm.parameters()) + ([x] if input_grad else [])
 
     _, (reference, _) = lstm(x)
@@ -88,7 +97,7 @@ def test_bilstm_final_states_match_nn_lstm(input_grad: bool) -> None:
     final = bilstm_final_states(lstm, x)
     (final * upstream).sum().backward()
 
-    assert final.shape == (2, 6, 5)
+    assert final.shape == (2, batch, 5)
     torch.testing.assert_close(final, reference)
     for got, want in zip(_grads(*leaves), expected):
         torch.testing.assert_close(got, want)
