@@ -7,9 +7,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import models.onednn as onednn
 from models.onednn import Linear, bilstm_final_states, linear, uses_onednn
 
 pytestmark = pytest.mark.skipif(not uses_onednn(torch.zeros(1)), reason="this torch build has no oneDNN linear op")
+
+
+@pytest.fixture()
+def product_shapes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shape of every oneDNN product computed while the test runs."""
+    shapes: list[tuple[int, ...]] = []
+    real = onednn._mm_nt
+
+    def recording(*args: torch.Tensor | None) -> torch.Tensor:
+        out = real(*args)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(onednn, "_mm_nt", recording)
+    return shapes
 
 
 def _grads(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -39,11 +55,13 @@ def test_linear_matches_f_linear_forward_and_backward(bias: bool) -> None:
         torch.testing.assert_close(got, want)
 
 
-def test_linear_skips_gradients_nobody_needs() -> None:
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_linear_computes_the_input_gradient_only_when_needed(input_grad: bool, product_shapes: list) -> None:
     layer = Linear(6, 2)
-    x = torch.randn(4, 6)  # no grad: the backward must not compute one
+    x = torch.randn(4, 6, requires_grad=input_grad)
     layer(x).sum().backward()
-    assert x.grad is None
+    # The forward [4, 2], the weight's gradient [2, 6], and the input's [4, 6] only when it wants one.
+    assert sorted(product_shapes) == sorted([(4, 2), (2, 6)] + ([(4, 6)] if input_grad else []))
     torch.testing.assert_close(layer.bias.grad, torch.full((2,), 4.0))
 
 
@@ -101,8 +119,16 @@ def test_bilstm_final_states_match_nn_lstm(batch: int, steps: int, input_grad: b
     torch.testing.assert_close(final, reference)
     for got, want in zip(_grads(*leaves), expected):
         torch.testing.assert_close(got, want)
-    if not input_grad:
-        assert x.grad is None
+
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_bilstm_computes_the_input_gradient_only_when_needed(input_grad: bool, product_shapes: list) -> None:
+    lstm = nn.LSTM(12, 5, batch_first=True, bidirectional=True)
+    x = torch.randn(6, 7, 12, requires_grad=input_grad)
+    bilstm_final_states(lstm, x).sum().backward()
+    input_gradients = [shape for shape in product_shapes if shape == (7 * 6, 12)]  # [T*B, D], one per direction
+    assert len(input_gradients) == (2 if input_grad else 0)
 
 
 def test_bilstm_final_states_uses_the_stock_lstm_where_onednn_does_not_apply() -> None:

@@ -18,7 +18,9 @@ from tasks.avi_header import avi_frame_count
 from tasks.clips import ClipJob, decode_one
 from tasks.ffmpeg_bin import ffmpeg_binary
 from tasks.sampling import sample_frame_indices
-from tasks.video import FramesMissing, VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video, rgb_at_size
+from tasks.video import (
+    FramesMissing, VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video, rgb_at_size,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIMEOUT_S = 60.0
