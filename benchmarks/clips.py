@@ -12,8 +12,9 @@ with --workers processes each (pools started and warmed before the clock starts)
   hcrn        decode every frame into memory with PyAV, then resize the sampled frames with PIL
               bicubic to 224 and 112 (how HCRN's preprocessing reads videos; nothing is written)
 
-A further clip pass (default config) times planning, decoding and writing apart (clips_seconds_per_video),
-to show where the clip stage spends its time.
+A further clip pass (default config) times planning, decoding and writing apart (clips_seconds_per_video)
+and counts the CPU time of its ffmpeg processes and of its workers against a bare decode's
+(cpu_ms_per_video), to show where the clip stage spends its time.
 
 peak_rss_mb is the largest ru_maxrss of a clip-stage worker process; the ffmpeg processes it starts are
 not part of it (hcrn_peak_rss_mb is the same figure for the HCRN-style reader, which decodes in-process).
@@ -101,10 +102,17 @@ def clip_task(ref: GroupRef, jobs: list[ClipJob], cfg: ClipsConfig) -> tuple[lis
     return process_clip_jobs(ref, jobs, cfg), _max_rss_mb()
 
 
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
-    """The clip stage's steps for each job, timed apart: seconds spent [planning, decoding, writing]."""
+    """The clip stage's steps for each job, timed apart: seconds spent [planning, decoding, writing], then
+    the CPU seconds of the ffmpeg processes and of this worker (all its threads)."""
     group = open_group(ref)
     spent = [0.0, 0.0, 0.0]
+    ffmpeg_cpu, own_cpu = _cpu_s(resource.RUSAGE_CHILDREN), _cpu_s(resource.RUSAGE_SELF)
     for job in jobs:
         start = time.perf_counter()
         num_frames = avi_frame_count(Path(job.path))  # the benchmark's videos are AVI files
@@ -117,13 +125,15 @@ def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
         group.write(MOTION, decoded.motion, row=job.row)
         steps = (probed - start, done_decoding - probed, time.perf_counter() - done_decoding)
         spent = [a + b for a, b in zip(spent, steps)]
-    return spent
+    return spent + [_cpu_s(resource.RUSAGE_CHILDREN) - ffmpeg_cpu, _cpu_s(resource.RUSAGE_SELF) - own_cpu]
 
 
 def null_task(path: str) -> float:
+    """Decode one video to nothing; returns the CPU seconds ffmpeg used."""
+    before = _cpu_s(resource.RUSAGE_CHILDREN)
     args = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-f", "null", "-"]
     subprocess.run(args, check=True, capture_output=True)
-    return _max_rss_mb()
+    return _cpu_s(resource.RUSAGE_CHILDREN) - before
 
 
 def hcrn_task(path: str) -> float:
@@ -179,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             batches[name] = [(groups[name].ref, jobs[i:i + step], cfg) for i in range(0, len(jobs), step)]
         group = groups["bicubic"]
 
-        null_s, _ = _timed(args.workers, null_task, [(str(p),) for p in paths])
+        null_s, null_cpu = _timed(args.workers, null_task, [(str(p),) for p in paths])
         clips_s, clip_results = _timed(args.workers, clip_task, batches["bicubic"])
         area_s, area_results = _timed(args.workers, clip_task, batches["area"])
         hcrn_s, hcrn_rss = _timed(args.workers, hcrn_task, [(str(p),) for p in paths])
@@ -210,6 +220,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             # Seconds per video inside one worker (while the others work too), by step of the clip stage.
             "clips_seconds_per_video": {step: round(sum(p[i] for p in parts) / n, 3)
                                         for i, step in enumerate(("plan", "decode", "write"))},
+            # CPU per video in that pass: the clip stage's ffmpeg and its worker, against a bare decode.
+            "cpu_ms_per_video": {"clips_ffmpeg": round(sum(p[3] for p in parts) / n * 1000, 1),
+                                 "clips_worker": round(sum(p[4] for p in parts) / n * 1000, 1),
+                                 "ffmpeg_null": round(sum(null_cpu) / n * 1000, 1)},
             "bytes_per_video": {
                 "appearance": round(stored[APPEARANCE] / n),
                 "motion": round(stored[MOTION] / n),
