@@ -56,8 +56,8 @@ class ClipsConfig(_Strict):
     sampling: Literal["hcrn", "uniform"] = "hcrn"
     appearance_size: int = Field(224, ge=8)
     motion_size: int = Field(112, ge=8)
-    # Resizing filter: "bicubic" as the reference preprocessing did; "area" is about twice as fast (the
-    # clip stage's largest cost) and a sound antialiasing filter, but moves away from published features.
+    # Resizing filter: "bicubic" as the reference preprocessing did; "area" is a sound antialiasing filter
+    # but moves away from published features. Since resizing runs on planar YUV, both cost the same.
     scaler: Literal["bicubic", "area", "bilinear"] = "bicubic"
     timeout_s: float = Field(300.0, gt=0)
     videos_per_task: int = Field(16, ge=1)
