@@ -8,6 +8,8 @@ with --workers processes each (pools started and warmed before the clock starts)
               the sampled frames at 224 and 112 px (bicubic), write both arrays into a Zarr clip group
               (8 clips x 16 frames, hcrn sampling)
   clips_area  the same with `clips.scaler: area`
+  clips_uncompressed
+              the same with `clips.compression_level: null` (chunks stored raw)
   ffmpeg_null `ffmpeg -i VIDEO -f null -`: one plain decode of every frame, nothing kept
   hcrn        decode every frame into memory with PyAV, then resize the sampled frames with PIL
               bicubic to 224 and 112 (how HCRN's preprocessing reads videos; nothing is written)
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import shutil
 import subprocess
@@ -52,6 +55,7 @@ from tasks.video import decode_clips  # noqa: E402
 WIDTH, HEIGHT = 320, 240
 CLIPS = ClipsConfig(num_clips=8, frames_per_clip=16, sampling="hcrn", appearance_size=224, motion_size=112)
 CLIPS_AREA = CLIPS.model_copy(update={"scaler": "area"})
+CLIPS_RAW = CLIPS.model_copy(update={"compression_level": None})
 
 
 
@@ -107,7 +111,7 @@ def _cpu_s(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
+def clip_parts_task(ref: GroupRef, jobs: list[ClipJob], cfg: ClipsConfig) -> list[float]:
     """The clip stage's steps for each job, timed apart: seconds spent [planning, decoding, writing], then
     the CPU seconds of the ffmpeg processes and of this worker (all its threads)."""
     group = open_group(ref)
@@ -117,9 +121,9 @@ def clip_parts_task(ref: GroupRef, jobs: list[ClipJob]) -> list[float]:
         start = time.perf_counter()
         num_frames = avi_frame_count(Path(job.path))  # the benchmark's videos are AVI files
         probed = time.perf_counter()
-        indices = sample_frame_indices(num_frames, CLIPS.num_clips, CLIPS.frames_per_clip, CLIPS.sampling)
-        decoded = decode_clips(Path(job.path), indices, CLIPS.appearance_size, CLIPS.motion_size,
-                               timeout_s=CLIPS.timeout_s, threads=CLIPS.ffmpeg_threads)
+        indices = sample_frame_indices(num_frames, cfg.num_clips, cfg.frames_per_clip, cfg.sampling)
+        decoded = decode_clips(Path(job.path), indices, cfg.appearance_size, cfg.motion_size,
+                               timeout_s=cfg.timeout_s, threads=cfg.ffmpeg_threads, scaler=cfg.scaler)
         done_decoding = time.perf_counter()
         group.write(APPEARANCE, decoded.appearance, row=job.row)
         group.write(MOTION, decoded.motion, row=job.row)
@@ -163,6 +167,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _timed(workers: int, fn, items: list) -> tuple[float, list]:
+    # Earlier passes' writes still in the page cache would be flushed during this one and slow it.
+    os.sync()
     with _pool(workers) as pool:
         start = time.perf_counter()
         results = list(pool.map(fn, *zip(*items)))
@@ -179,28 +185,33 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             sizes = list(pool.map(make_video, paths, range(args.videos), [frames] * args.videos,
                                   [args.fps] * args.videos))
 
-        store = Store(work / "store.zarr")
         jobs = [ClipJob(row, row + 1, path.stem, str(path)) for row, path in enumerate(paths)]
         step = args.videos_per_task
-        groups, batches = {}, {}
-        for name, cfg in (("bicubic", CLIPS), ("area", CLIPS_AREA)):
-            groups[name] = store.spec_group("bench", "clips", clip_spec(cfg))
-            prepare_clip_group(groups[name], cfg, args.videos)
-            batches[name] = [(groups[name].ref, jobs[i:i + step], cfg) for i in range(0, len(jobs), step)]
-        group = groups["bicubic"]
+
+        def clip_pass(name: str, cfg: ClipsConfig, task=clip_task) -> tuple[float, list, dict[str, int]]:
+            """Time one clip-stage pass into a fresh store, which is deleted afterwards: the data earlier
+            passes left behind made later ones measurably slower (page cache), whatever their order."""
+            folder = work / f"store-{name}.zarr"
+            group = Store(folder).spec_group("bench", "clips", clip_spec(cfg))
+            prepare_clip_group(group, cfg, args.videos)
+            batches = [(group.ref, jobs[i:i + step], cfg) for i in range(0, len(jobs), step)]
+            seconds, results = _timed(args.workers, task, batches)
+            stored = {info["name"]: info["bytes_stored"] for info in group.array_info()}
+            shutil.rmtree(folder)
+            return seconds, results, stored
 
         null_s, null_cpu = _timed(args.workers, null_task, [(str(p),) for p in paths])
-        clips_s, clip_results = _timed(args.workers, clip_task, batches["bicubic"])
-        area_s, area_results = _timed(args.workers, clip_task, batches["area"])
+        clips_s, clip_results, stored = clip_pass("bicubic", CLIPS)
+        area_s, area_results, _ = clip_pass("area", CLIPS_AREA)
+        raw_s, raw_results, _ = clip_pass("raw", CLIPS_RAW)
         hcrn_s, hcrn_rss = _timed(args.workers, hcrn_task, [(str(p),) for p in paths])
-        # A further clip pass over the same rows, to see where the time goes.
-        _, parts = _timed(args.workers, clip_parts_task, [batch[:2] for batch in batches["bicubic"]])
+        # A further clip pass, timed step by step, to see where the time goes.
+        _, parts, _ = clip_pass("parts", CLIPS, clip_parts_task)
 
-        outcomes = [o for results in (clip_results, area_results) for result in results for o in result[0]]
+        outcomes = [o for results in (clip_results, area_results, raw_results) for result in results for o in result[0]]
         failed = [o for o in outcomes if not o["ok"]]
-        if failed or len(outcomes) != 2 * args.videos:
+        if failed or len(outcomes) != 3 * args.videos:
             raise RuntimeError(f"clip stage failed on {len(failed)} videos: {failed[:3]}")
-        stored = {info["name"]: info["bytes_stored"] for info in group.array_info()}
         n = args.videos
         result = {
             "videos": n,
@@ -215,7 +226,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "clips_area_videos_per_s": round(n / area_s, 2),
             "area_ratio_vs_ffmpeg": round(null_s / area_s, 3),
             "area_speedup_vs_hcrn": round(hcrn_s / area_s, 3),
-            "peak_rss_mb": round(max(r[1] for r in clip_results + area_results), 1),
+            "clips_uncompressed_videos_per_s": round(n / raw_s, 2),
+            "uncompressed_ratio_vs_ffmpeg": round(null_s / raw_s, 3),
+            "uncompressed_speedup_vs_hcrn": round(hcrn_s / raw_s, 3),
+            "peak_rss_mb": round(max(r[1] for r in clip_results + area_results + raw_results), 1),
             "hcrn_peak_rss_mb": round(max(hcrn_rss), 1),
             # Seconds per video inside one worker (while the others work too), by step of the clip stage.
             "clips_seconds_per_video": {step: round(sum(p[i] for p in parts) / n, 3)
@@ -227,8 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "bytes_per_video": {
                 "appearance": round(stored[APPEARANCE] / n),
                 "motion": round(stored[MOTION] / n),
-                "appearance_raw": int(np.prod(group.shape(APPEARANCE)[1:])),
-                "motion_raw": int(np.prod(group.shape(MOTION)[1:])),
+                "appearance_raw": CLIPS.num_clips * CLIPS.frames_per_clip * CLIPS.appearance_size ** 2 * 3,
+                "motion_raw": CLIPS.num_clips * CLIPS.frames_per_clip * CLIPS.motion_size ** 2 * 3,
             },
         }
     finally:

@@ -66,8 +66,9 @@ class ClipsConfig(_Strict):
     ffmpeg_threads: int = Field(1, ge=1)
     # zstd level of the stored clips (lossless at any level, so not part of the clip spec). Negative levels
     # are zstd's fast ones: on the five real MSVD clips, -5 stores a median 65% of raw for 58% of level 1's
-    # CPU (level 1: 58% of raw), and compressing was a third of the workers' CPU. Applies to new arrays only.
-    compression_level: int = Field(-5, ge=-50, le=22)
+    # CPU (level 1: 58% of raw), and compressing was a third of the workers' CPU. null stores the clips
+    # uncompressed: the clip stage runs ~15% faster for ~1.5x the disk. Applies to new arrays only.
+    compression_level: int | None = Field(-5, ge=-50, le=22)
 
 
 class BackboneConfig(_Strict):

@@ -101,10 +101,10 @@ class SpecGroup:
         self._group.attrs.update(values)
 
     def ensure_array(self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None,
-                     fill_value: Any = 0, compression_level: int = 1) -> None:
+                     fill_value: Any = 0, compression_level: int | None = 1) -> None:
         """Create `name` unless it exists with this shape and dtype (a resumed run keeps its data and codec).
 
-        `compression_level` is zstd's; negative levels are its fast ones.
+        `compression_level` is zstd's (negative levels are its fast ones); None stores the chunks raw.
         """
         if name in self._group.array_keys():
             existing = self._group[name]
@@ -113,8 +113,9 @@ class SpecGroup:
             raise ValueError(f"array {self.ref.path}/{name} exists with shape {existing.shape}, not {shape}")
         # zstd level 1 by default: it writes ~3x faster than zstd's default level for a few percent more
         # bytes (benchmarks/clips.py); the clip stage picks its own (clips.compression_level).
+        compressors = None if compression_level is None else ZstdCodec(level=compression_level)
         self._group.create_array(name, shape=shape, chunks=chunks or shape, dtype=dtype, fill_value=fill_value,
-                                 compressors=ZstdCodec(level=compression_level))
+                                 compressors=compressors)
 
     def has_array(self, name: str) -> bool:
         # A direct lookup: listing members would warn about the non-Zarr files some groups keep (vocab.json).

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from configs.loader import validate_config
 from configs.schema import PipelineConfig
 from storage.store import Store
-from tasks.clips import clip_spec
+from tasks.clips import ClipJob, clip_spec, prepare_clip_group, process_clip_jobs
 from tasks.synth import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +103,23 @@ def test_store_grows_along_the_video_axis_keeping_rows(tmp_path):
     group.quarantine({"a": "truncated", "b": "empty file"})
     group.release(["a", "zzz"])
     assert group.quarantined() == {"b": "empty file"}
+
+
+def test_uncompressed_clips_equal_compressed_ones(tmp_path, dataset):
+    videos = sorted((dataset / "video").glob("*.avi"))[:3]
+    jobs = [ClipJob(row, row + 1, path.stem, str(path)) for row, path in enumerate(videos)]
+    arrays, codecs = {}, {}
+    for level in (-5, None):
+        cfg = tiny_config(tmp_path, dataset, f"{level}.zarr", **{"clips.compression_level": level}).clips
+        group = Store(tmp_path / f"{level}.zarr").spec_group("ds", "clips", clip_spec(cfg))
+        prepare_clip_group(group, cfg, len(jobs))
+        assert all(outcome["ok"] for outcome in process_clip_jobs(group.ref, jobs, cfg))
+        arrays[level] = [group.read(name) for name in ("appearance", "motion")]
+        codecs[level] = {info["name"]: info["compression"] for info in group.array_info()}
+    assert codecs[-5]["appearance"] == "zstd level -5" and codecs[None]["appearance"] == "none"
+    assert codecs[None]["motion"] == "none"
+    for compressed, raw in zip(arrays[-5], arrays[None]):
+        assert raw.any() and np.array_equal(compressed, raw)
 
 
 def one_video_at_a_time(tmp_path: Path, dataset: Path) -> tuple[Path, PipelineConfig]:

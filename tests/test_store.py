@@ -49,11 +49,16 @@ def test_compression_level_is_chosen_at_creation_and_kept_by_a_resumed_run(tmp_p
     group = Store(tmp_path / "s.zarr").spec_group("ds", "clips", {})
     group.ensure_array("fast", (2, 64), "uint8", chunks=(1, 64), compression_level=-5)
     group.ensure_array("default", (2, 64), "uint8", chunks=(1, 64))
-    group.write("fast", np.arange(128, dtype=np.uint8).reshape(2, 64))
+    group.ensure_array("raw", (2, 64), "uint8", chunks=(1, 64), compression_level=None)
+    values = np.arange(128, dtype=np.uint8).reshape(2, 64)
+    group.write("fast", values)
+    group.write("raw", values)
     group.ensure_array("fast", (2, 64), "uint8", chunks=(1, 64), compression_level=3)  # a rerun with another level
-    info = {entry["name"]: entry["compression"] for entry in group.array_info()}
-    assert info == {"default": "zstd level 1", "fast": "zstd level -5"}
-    np.testing.assert_array_equal(group.read("fast"), np.arange(128, dtype=np.uint8).reshape(2, 64))
+    info = {entry["name"]: entry for entry in group.array_info()}
+    assert {name: entry["compression"] for name, entry in info.items()} == {
+        "default": "zstd level 1", "fast": "zstd level -5", "raw": "none"}
+    np.testing.assert_array_equal(group.read("fast"), values)
+    np.testing.assert_array_equal(group.read("raw"), values)
 
 
 def test_quarantine_and_padding_records_merge(tmp_path):

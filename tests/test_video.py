@@ -19,7 +19,8 @@ from tasks.clips import ClipJob, decode_one
 from tasks.ffmpeg_bin import ffmpeg_binary
 from tasks.sampling import sample_frame_indices
 from tasks.video import (
-    FramesMissing, VideoError, VideoInfo, _parse_video_stream, decode_clips, probe_video, rgb_at_size,
+    FramesMissing, VideoError, VideoInfo, _decode_command, _parse_video_stream, decode_clips, probe_video,
+    rgb_at_size,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -277,6 +278,16 @@ def test_ffmpeg_is_stopped_at_the_timeout(videos: dict[str, Path]) -> None:
     with pytest.raises(VideoError) as decoded:
         decode_clips(videos["h264.mkv"], np.array([[0, 1]]), 32, 16, timeout_s=1e-4)
     assert decoded.value.reason == "timeout"
+
+
+def test_the_filter_graph_runs_on_the_requested_number_of_threads(videos: dict[str, Path]) -> None:
+    # The graph goes to ffmpeg as -filter_complex, which -filter_threads does not bound: with that option
+    # ffmpeg started its default pool of filter threads and the clip stage spent a fifth more CPU.
+    command = _decode_command(videos["h264.mkv"], np.arange(4), 32, 16, 3, "bicubic")
+    assert "-filter_complex" in command
+    assert command[command.index("-filter_complex_threads") + 1] == "3"
+    assert "-filter_threads" not in command
+    assert command[command.index("-threads") + 1] == "3"  # the decoder's
 
 
 @pytest.mark.parametrize(
