@@ -1,0 +1,55 @@
+"""Each benchmark script runs at a tiny size and prints one JSON object with the keys docs/benchmarks.md reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(name: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(300)
+def test_clip_benchmark_reports_the_issue_keys() -> None:
+    result = run_benchmark("clips.py", "--videos", "2", "--seconds", "1")
+    for key in ("clips_videos_per_s", "ffmpeg_null_videos_per_s", "hcrn_videos_per_s",
+                "clips_uncompressed_videos_per_s", "clips_area_videos_per_s"):
+        assert result[key] > 0, key
+    assert result["videos"] == 2 and result["frames_per_video"] == 30
+    assert result["ratio_vs_ffmpeg"] == pytest.approx(
+        result["clips_videos_per_s"] / result["ffmpeg_null_videos_per_s"], rel=0.02)
+    assert result["speedup_vs_hcrn"] == pytest.approx(
+        result["clips_videos_per_s"] / result["hcrn_videos_per_s"], rel=0.02)
+    assert 0 < result["peak_rss_mb"] < 1000
+    stored = result["bytes_per_video"]
+    assert stored["appearance_raw"] == 8 * 16 * 224 * 224 * 3 and stored["motion_raw"] == 8 * 16 * 112 * 112 * 3
+    assert 0 < stored["appearance"] <= stored["appearance_raw"] * 1.01
+    assert set(result["cpu_ms_per_video"]) == {"clips_ffmpeg", "clips_worker", "ffmpeg_null"}
+
+
+@pytest.mark.timeout(120)
+def test_train_step_benchmark_reports_the_cpu_goal_key() -> None:
+    result = run_benchmark("train_step.py", "--steps", "1", "--warmup", "0", "--e2e", "off")
+    assert result["qa_samples_per_s_cpu_paper_b32"] > 0 and result["qa_samples_per_s_demo"] > 0
+    assert result["cpu_precision"] == "float32"
+
+
+@pytest.mark.timeout(120)
+def test_small_benchmarks_run() -> None:
+    glove = run_benchmark("glove.py", "--lines", "2000", "--vocab", "50")
+    assert glove["rows_agree"] is True and glove["rows_compared"] > 0
+    search = run_benchmark("search.py", "--videos", "20", "--searches", "2")
+    assert search["videos_scored_per_second"] > 0
+    features = run_benchmark("features.py", "--appearance", "resnet18", "--motion", "resnet18_3d", "--batch", "1",
+                             "--clips", "2", "--frames", "4", "--size-app", "32", "--size-mot", "32", "--warmup", "0")
+    assert features["appearance_frames_per_s"] > 0 and features["motion_clips_per_s"] > 0
