@@ -149,9 +149,9 @@ class TrainConfig(_Strict):
     # Keep the feature set in memory when it fits (half the free RAM); else read rows lazily from Zarr.
     features_in_memory: bool = True
     amp: bool = True  # bf16 autocast on CUDA
-    # bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX): 1.5x at the paper size, but off by
-    # default because CPU bf16 runs of the end-to-end model were seen to differ between runs and turn NaN.
-    # Runs record which precision they used (tag `precision`).
+    # bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX): faster (1.1x for DualVGR at the paper
+    # size since its linear layers run on oneDNN in float32 too), but off by default because float32 is
+    # exact to the reference. Runs record which precision they used (tag `precision`).
     amp_cpu: bool = False
     compile: bool = False  # torch.compile the model
 

@@ -7,7 +7,8 @@ model normalises exactly as in training). Which layers train is decided by the c
 
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+from typing import ClassVar, ContextManager
 
 import torch
 from torch import nn
@@ -15,6 +16,18 @@ from torch import nn
 from models.backbones import NormalizeClips, NormalizeInput
 from models.dualvgr import DualVGR
 from models.types import Batch, ModelOutput
+
+
+def _float32_where_cpu_bf16_conv3d_fails(clips: torch.Tensor) -> ContextManager:
+    """Autocast off for a 3D backbone that trains under CPU bf16 autocast.
+
+    oneDNN's bf16 Conv3d weight gradient on CPU is wrong when the time extent is 2 and the kernel spans 3
+    frames (torch 2.14.1: off by up to 1e37, differing from run to run), a shape the 3D ResNeXt's third
+    stage has on 16 frames. Forward passes and CUDA are correct, so only CPU training pays the float32.
+    """
+    if clips.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled():
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
 
 
 class MSVQA(nn.Module):
@@ -44,7 +57,8 @@ class MSVQA(nn.Module):
         frames = self.appearance_input(batch.appearance_clips.flatten(0, 2))  # [B*C*F, 3, H, W]
         appearance = self.appearance_backbone(frames).view(b, c, f, -1)  # [B, C, F, Da]
         clips = self.motion_input(batch.motion_clips.flatten(0, 1))  # [B*C, 3, F, h, w]
-        motion = self.motion_backbone(clips).view(b, c, -1)  # [B, C, Dm]
+        with _float32_where_cpu_bf16_conv3d_fails(clips):
+            motion = self.motion_backbone(clips).view(b, c, -1)  # [B, C, Dm]
         return appearance, motion
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -26,8 +26,8 @@ def mixed_precision(device: str, enabled: bool) -> ContextManager:
     """bf16 autocast when enabled and the device has native bf16; otherwise float32.
 
     The flows enable it on CUDA by default and on CPU only when asked: a float32 CPU run is exact to the
-    reference numbers and repeats bit for bit, while CPU bf16 runs of the end-to-end model were seen to
-    differ from run to run and, now and then, to produce NaN.
+    reference numbers. (CPU bf16 runs of the end-to-end model once differed between runs and turned NaN:
+    a oneDNN Conv3d bug, worked around in models/msvqa.py.)
     """
     if enabled and bf16_supported(device):
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
