@@ -16,12 +16,12 @@ from tasks.training import make_optimizer, qa_loss_fn, train_epoch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
-def test_dualvgr_on_cuda_equals_cpu_in_float32() -> None:
+def test_dualvgr_on_cuda_equals_cpu_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_model("dualvgr").eval()
     batch = make_batch()
     expected = model(batch).logits  # [B, A]
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # true float32 products
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     got = model.to("cuda")(batch.to("cuda")).logits.cpu()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
