@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from models.backbones import NormalizeClips, NormalizeInput, build_backbone  # noqa: E402
+from tasks.device import tune_kernels_for  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype]
+    tune_kernels_for(device.type)  # as the feature stage does
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
     autocast = (
         torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()

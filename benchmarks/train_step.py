@@ -33,6 +33,7 @@ from models.registry import build_model, build_msvqa  # noqa: E402
 from models.types import Batch  # noqa: E402
 from storage.qa_dataset import QAArrays, QADataset, VideoArrays  # noqa: E402
 from storage.store import Store  # noqa: E402
+from tasks.device import tune_kernels_for  # noqa: E402
 from tasks.evaluation import precision_name  # noqa: E402
 from tasks.training import make_loader, make_optimizer, qa_loss_fn, train_epoch  # noqa: E402
 
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         bf16 = measure(PAPER, 32, args.steps, args.warmup, "cpu", amp=True)
         out.update(qa_samples_per_s_cpu_paper_b32_bf16=bf16["samples_per_s"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    tune_kernels_for(device)  # as the train flow does
     if device == "cuda":
         gpu = measure(PAPER, 256, args.steps, args.warmup, device, amp=not args.no_amp)
         out.update(gpu=torch.cuda.get_device_name(), amp_gpu=not args.no_amp,

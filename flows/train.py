@@ -24,7 +24,7 @@ from models.registry import build_autoencoder, count_parameters
 from storage.store import spec_hash
 from tasks.autoencoder import autoencoder_loss_fn, autoencoder_val_loss, reconstruction_samples
 from tasks.bundle import save_bundle
-from tasks.device import resolve_device
+from tasks.device import resolve_device, tune_kernels_for
 from tasks.distributed import DistContext
 from tasks.evaluation import evaluate, precision_name, predictions_table
 from tasks.plots import accuracy_by_type, image_grid, save_png, training_curves
@@ -177,6 +177,7 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
     model_cfg = config.model if model_name is None else config.model.model_copy(update={"name": model_name})
     uses_video = model_cfg.name != "question_only"
     device = device or resolve_device(config.train.device)
+    tune_kernels_for(device)
     with_ae = uses_video and config.train.autoencoder.epochs > 0
     uses_clips = model_cfg.name == "msvqa"  # end to end: the backbones read the stored clips
     data = load_qa_data(config, with_video=uses_video, with_clips=with_ae or uses_clips)

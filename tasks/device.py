@@ -1,4 +1,4 @@
-"""Which torch device a stage runs on."""
+"""Which torch device a stage runs on, and how its kernels are chosen there."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ def resolve_device(name: str) -> str:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise UserError(f"device {name!r} is not 'auto', 'cpu' or 'cuda[:N]'")
     return name
+
+
+def tune_kernels_for(device: str) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest.
+
+    The stages feed the backbones fixed shapes (clips of one spec, batches of one size), so the search
+    pays for itself within a few batches. Convolutions on CUDA then need not repeat bit for bit (runs on
+    CPU are unaffected and still do).
+    """
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True

@@ -13,7 +13,7 @@ from configs.schema import BackboneConfig, FeaturesConfig
 from models.backbones import NormalizeClips, NormalizeInput, build_backbone
 from storage.store import GroupRef, SpecGroup, open_group
 from tasks.clips import APPEARANCE, MOTION
-from tasks.device import resolve_device
+from tasks.device import resolve_device, tune_kernels_for
 from tasks.weights import load_backbone_weights, sha256_file
 
 FEATURE_DTYPE = "float16"
@@ -100,6 +100,7 @@ def process_feature_rows(clip_ref: GroupRef, feature_ref: GroupRef, rows: list[i
     clips = open_group(clip_ref, mode="r")
     features = open_group(feature_ref)
     device = resolve_device(cfg.device)
+    tune_kernels_for(device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     written = []

@@ -10,6 +10,7 @@ from test_models import make_batch, tiny_model
 from test_training import raw_clip_batches, tiny_msvqa
 
 from configs.schema import StageConfig
+from tasks.device import tune_kernels_for
 from tasks.evaluation import mixed_precision, precision_name
 from tasks.training import make_optimizer, qa_loss_fn, train_epoch
 
@@ -44,3 +45,9 @@ def test_msvqa_trains_end_to_end_on_cuda_with_bf16_autocast() -> None:
     assert all(math.isfinite(loss) for loss in losses)
     assert losses[-1] < 0.7 * losses[0]  # it learns the 16 fixed samples
     assert all(not torch.equal(a, b) for a, b in zip(before, params))  # the backbones train too
+
+
+def test_cuda_stages_let_cudnn_pick_the_fastest_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    tune_kernels_for("cuda:0")
+    assert torch.backends.cudnn.benchmark

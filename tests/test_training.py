@@ -247,3 +247,11 @@ def test_msvqa_training_on_cpu_repeats_bit_for_bit(amp: bool):
     (first, first_loss), (second, second_loss) = trained(), trained()
     assert math.isfinite(first_loss) and first_loss == second_loss
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_cpu_stages_leave_the_cuda_kernel_choice_alone(monkeypatch):
+    from tasks.device import tune_kernels_for
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    tune_kernels_for("cpu")
+    assert not torch.backends.cudnn.benchmark
