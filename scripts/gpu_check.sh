@@ -38,7 +38,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep the whole 
 step device 60 "$py" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, \
 torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 # CUDA tests (tests/test_gpu.py) beside the model, backbone and training tests, which run on any device.
-step tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_models.py tests/test_training.py \
+step tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_models.py tests/test_training.py \
   tests/test_backbones.py tests/test_weights.py
 # Feature extraction with the paper backbones (ResNet-101, 3D ResNeXt-101), bf16 autocast.
 step features 100 "$py" benchmarks/features.py --appearance resnet101 --motion resnext101_3d --batch 16 \
