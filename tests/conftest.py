@@ -16,8 +16,10 @@ os.environ.update({
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GIT_PYTHON_REFRESH": "quiet",
 })
-# Prefect reads its home at import: keep it inside the project's data folder, away from ~/.prefect.
+# Prefect reads its home at import: keep it inside the project's data folder, away from ~/.prefect. It
+# is made here because a clean clone has no data folder, and Prefect only warns when it cannot make it.
 os.environ.setdefault("PREFECT_HOME", str(REPO / "data" / "test-prefect"))
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 def shared_data(*parts: str) -> Path:
