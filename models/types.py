@@ -24,10 +24,14 @@ class Batch:
     item_index: torch.Tensor | None = None  # [B] int64 position of each question in its split
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """This batch on `device`, with features (stored and loaded as float16) made float32 there."""
         moved = {
             name: (value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value)
             for name, value in self.__dict__.items()
         }
+        for name in ("appearance", "motion"):
+            if moved[name] is not None and moved[name].dtype == torch.float16:
+                moved[name] = moved[name].float()
         return Batch(**moved)
 
 

@@ -134,7 +134,11 @@ def test_lazy_zarr_features_load_in_worker_processes_like_in_memory(tmp_path):
     assert len(batches[0]) == 5
     for a, b in zip(*batches):
         assert torch.equal(a.appearance, b.appearance) and torch.equal(a.question, b.question)
-        assert a.appearance.dtype == torch.float32 and a.appearance.shape == (8, 2, 3, 6)
+        # Loaded as stored (float16); float32 once on the device.
+        assert a.appearance.dtype == torch.float16 and a.appearance.shape == (8, 2, 3, 6)
+        on_device = a.to("cpu")
+        assert on_device.appearance.dtype == on_device.motion.dtype == torch.float32
+        assert torch.equal(on_device.appearance, a.appearance.float())
     assert lazy.features._group is None  # the workers opened their own handles, the parent none
 
 
