@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run here, before scripts/gpu_check.sh goes to a lent GPU machine: that machine reaches no package
 # registry and its Python (3.12, with PyTorch, numpy, pandas, PyYAML, tqdm, Pillow) lacks the few packages
-# the checks import. This fetches them as cp312 wheels into .whl/ (git-ignored, ~15 MB), which the run
+# the checks import. This fetches them as cp312 wheels into .whl/ (git-ignored, about 13 MB), which the run
 # carries and gpu_check.sh installs into a scratch folder there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
