@@ -16,7 +16,15 @@ with --workers processes each (pools started and warmed before the clock starts)
 
 A further clip pass (default config) times planning, decoding and writing apart (clips_seconds_per_video)
 and counts the CPU time of its ffmpeg processes and of its workers against a bare decode's
-(cpu_ms_per_video), to show where the clip stage spends its time.
+(cpu_ms_per_video; clips_worker_uncompressed from one more pass with raw chunks), to show where the
+clip stage spends its time. cpu_ms_per_video.ffmpeg_start is what starting the ffmpeg binary costs
+before it reads a file, a part of every per-video process (bare decoding included).
+goal_cpu_budget_ms_per_video is the most CPU per video the clip stage could spend and still meet each
+goal if the workers kept every core busy: workers x 1000 / (goal rate in videos/s).
+
+Clip-stage tasks hold --videos-per-task videos (default 1, the baselines' granularity too): with 40
+videos, batches of 4 left one worker idle for up to a batch at the end, a tail a real run of thousands
+of videos does not have (measured: ~10% of the figure).
 
 peak_rss_mb is the largest ru_maxrss of a clip-stage worker process; the ffmpeg processes it starts are
 not part of it (hcrn_peak_rss_mb is the same figure for the HCRN-style reader, which decodes in-process).
@@ -65,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=positive_int, default=30)
     parser.add_argument("--workers", type=positive_int, default=2)
-    parser.add_argument("--videos-per-task", type=positive_int, default=4, help="clip-stage videos per task")
+    parser.add_argument("--videos-per-task", type=positive_int, default=1, help="clip-stage videos per task")
     return parser.parse_args(argv)
 
 
@@ -140,6 +148,14 @@ def null_task(path: str) -> float:
     return _cpu_s(resource.RUSAGE_CHILDREN) - before
 
 
+def ffmpeg_start_cpu_s(runs: int = 20) -> float:
+    """CPU seconds one start of the ffmpeg binary costs on its own (loading and relocating it)."""
+    before = _cpu_s(resource.RUSAGE_CHILDREN)
+    for _ in range(runs):
+        subprocess.run([ffmpeg_binary(), "-hide_banner", "-version"], check=True, capture_output=True)
+    return (_cpu_s(resource.RUSAGE_CHILDREN) - before) / runs
+
+
 def hcrn_task(path: str) -> float:
     """Decode all frames into memory, then resize the hcrn-sampled ones with PIL bicubic at both sizes."""
     import av
@@ -207,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         hcrn_s, hcrn_rss = _timed(args.workers, hcrn_task, [(str(p),) for p in paths])
         # A further clip pass, timed step by step, to see where the time goes.
         _, parts, _ = clip_pass("parts", CLIPS, clip_parts_task)
+        _, raw_parts, _ = clip_pass("parts-raw", CLIPS_RAW, clip_parts_task)
 
         outcomes = [o for results in (clip_results, area_results, raw_results) for result in results for o in result[0]]
         failed = [o for o in outcomes if not o["ok"]]
@@ -237,7 +254,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             # CPU per video in that pass: the clip stage's ffmpeg and its worker, against a bare decode.
             "cpu_ms_per_video": {"clips_ffmpeg": round(sum(p[3] for p in parts) / n * 1000, 1),
                                  "clips_worker": round(sum(p[4] for p in parts) / n * 1000, 1),
-                                 "ffmpeg_null": round(sum(null_cpu) / n * 1000, 1)},
+                                 "clips_worker_uncompressed": round(sum(p[4] for p in raw_parts) / n * 1000, 1),
+                                 "ffmpeg_null": round(sum(null_cpu) / n * 1000, 1),
+                                 "ffmpeg_start": round(ffmpeg_start_cpu_s() * 1000, 1)},
+            "goal_cpu_budget_ms_per_video": {
+                "ratio_0.5": round(args.workers * 1000 / (0.5 * n / null_s), 1),
+                "speedup_5x": round(args.workers * 1000 / (5 * n / hcrn_s), 1),
+            },
             "bytes_per_video": {
                 "appearance": round(stored[APPEARANCE] / n),
                 "motion": round(stored[MOTION] / n),

@@ -34,7 +34,12 @@ def test_clip_benchmark_reports_the_issue_keys() -> None:
     stored = result["bytes_per_video"]
     assert stored["appearance_raw"] == 8 * 16 * 224 * 224 * 3 and stored["motion_raw"] == 8 * 16 * 112 * 112 * 3
     assert 0 < stored["appearance"] <= stored["appearance_raw"] * 1.01
-    assert set(result["cpu_ms_per_video"]) == {"clips_ffmpeg", "clips_worker", "ffmpeg_null"}
+    assert set(result["cpu_ms_per_video"]) == {"clips_ffmpeg", "clips_worker", "clips_worker_uncompressed",
+                                                "ffmpeg_null", "ffmpeg_start"}
+    # The budgets follow from the measured rates: workers x 1000 ms / (the rate each goal asks for).
+    budget = result["goal_cpu_budget_ms_per_video"]
+    assert budget["ratio_0.5"] == pytest.approx(2 * 1000 / (0.5 * result["ffmpeg_null_videos_per_s"]), rel=0.02)
+    assert budget["speedup_5x"] == pytest.approx(2 * 1000 / (5 * result["hcrn_videos_per_s"]), rel=0.02)
 
 
 @pytest.mark.timeout(120)
