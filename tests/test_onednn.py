@@ -121,7 +121,6 @@ def test_bilstm_final_states_match_nn_lstm(batch: int, steps: int, input_grad: b
         torch.testing.assert_close(got, want)
 
 
-
 @pytest.mark.parametrize("input_grad", [False, True])
 def test_bilstm_computes_the_input_gradient_only_when_needed(input_grad: bool, product_shapes: list) -> None:
     lstm = nn.LSTM(12, 5, batch_first=True, bidirectional=True)
