@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/msvqa run configs/demo.yaml
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # Prefect UI and MLflow UI over the demo's stores, on 127.0.0.1 (Ctrl-C stops both).

@@ -4,7 +4,7 @@ Prints one JSON object. Generates --videos videos (320x240, --seconds at --fps, 
 texture with noise so they do not compress to nothing) in a temporary folder, then times three jobs
 with --workers processes each (pools started and warmed before the clock starts):
 
-  clips       tasks.clips.process_clip_jobs with the default config: plan from the AVI header, decode
+  clips       tasks.video.clips.process_clip_jobs with the default config: plan from the AVI header, decode
               the sampled frames at 224 and 112 px (bicubic), write both arrays into a Zarr clip group
               (8 clips x 16 frames, hcrn sampling)
   clips_area  the same with `clips.scaler: area`
@@ -54,11 +54,11 @@ from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when 
 
 from configs.schema import ClipsConfig  # noqa: E402
 from storage.store import GroupRef, Store, open_group  # noqa: E402
-from tasks.avi_header import avi_frame_count  # noqa: E402
-from tasks.clips import APPEARANCE, MOTION, ClipJob, clip_spec, prepare_clip_group, process_clip_jobs  # noqa: E402
-from tasks.ffmpeg_bin import ffmpeg_binary  # noqa: E402
-from tasks.sampling import sample_frame_indices  # noqa: E402
-from tasks.video import decode_clips  # noqa: E402
+from tasks.video.avi_header import avi_frame_count  # noqa: E402
+from tasks.video.clips import APPEARANCE, MOTION, ClipJob, clip_spec, prepare_clip_group, process_clip_jobs  # noqa: E402
+from tasks.video.ffmpeg_bin import ffmpeg_binary  # noqa: E402
+from tasks.video.sampling import sample_frame_indices  # noqa: E402
+from tasks.video.decode import decode_clips  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 CLIPS = ClipsConfig(num_clips=8, frames_per_clip=16, sampling="hcrn", appearance_size=224, motion_size=112)

@@ -91,7 +91,7 @@ def run_child(args: argparse.Namespace) -> None:
     vocab = json.loads(args.vocab_json.read_text(encoding="utf-8"))
     start = time.perf_counter()
     if args.child == "builder":
-        from tasks.glove import build_glove_matrix
+        from tasks.text.glove import build_glove_matrix
 
         matrix = build_glove_matrix(args.glove, vocab, args.dim).matrix
     else:

@@ -29,12 +29,13 @@ from configs.loader import load_config  # noqa: E402
 from models.input_norm import StandardizedInputs  # noqa: E402
 from models.registry import build_model, count_parameters  # noqa: E402
 from storage.store import Store, spec_hash  # noqa: E402
-from tasks.bundle import load_bundle, save_bundle  # noqa: E402
-from tasks.clips import clip_spec  # noqa: E402
-from tasks.features import FEATURE_DTYPE, feature_spec, prepare_feature_group  # noqa: E402
-from tasks.search import _read_rows, search_bundle  # noqa: E402
-from tasks.synth import plan_videos, questions_for  # noqa: E402
-from tasks.text import QARecord, build_vocabularies  # noqa: E402
+from tasks.serving.bundle import load_bundle, save_bundle  # noqa: E402
+from tasks.video.clips import clip_spec  # noqa: E402
+from tasks.features.extract import FEATURE_DTYPE, feature_spec, prepare_feature_group  # noqa: E402
+from tasks.serving.search import _read_rows, search_bundle  # noqa: E402
+from tasks.ingest.synth import plan_videos, questions_for  # noqa: E402
+from tasks.text.annotations import QARecord  # noqa: E402
+from tasks.text.vocabulary import build_vocabularies  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 DIM = 128

@@ -29,13 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from configs.schema import ModelConfig, StageConfig, TrainConfig  # noqa: E402
-from models.registry import build_model, build_msvqa  # noqa: E402
+from models.registry import build_model  # noqa: E402
 from models.types import Batch  # noqa: E402
 from storage.qa_dataset import QAArrays, QADataset, VideoArrays  # noqa: E402
 from storage.store import Store  # noqa: E402
 from tasks.device import tune_kernels_for  # noqa: E402
-from tasks.evaluation import precision_name  # noqa: E402
-from tasks.training import make_loader, make_optimizer, qa_loss_fn, train_epoch  # noqa: E402
+from tasks.train.precision import precision_name  # noqa: E402
+from tasks.train.loop import make_loader, make_optimizer, qa_loss_fn, train_epoch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def measure_end_to_end(backbones: tuple[str, str], batch: int, steps: int, warmu
     """
     torch.manual_seed(0)
     size = PAPER
-    model = build_msvqa(ModelConfig(name="msvqa", module_dim=size.module_dim, unit_layers=size.unit_layers),
+    model = build_model(ModelConfig(name="msvqa", module_dim=size.module_dim, unit_layers=size.unit_layers),
                         appearance_backbone=backbones[0], motion_backbone=backbones[1],
                         appearance_normalization="imagenet", motion_normalization="hara",
                         question_vocab_size=size.question_vocab, answer_vocab_size=size.answer_vocab,

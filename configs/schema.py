@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -26,6 +26,8 @@ class SyntheticConfig(_Strict):
     frames: int = Field(48, ge=8)
     fps: int = Field(16, ge=1)
     glove_dim: int = Field(300, ge=4)
+    # A name of tasks.ingest.synth_worlds.WORLDS (checked when the dataset is generated): what the videos look like.
+    world: str = "default"
 
 
 class Source(_Strict):
@@ -47,7 +49,22 @@ class DatasetConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    path: Path = Path("data/store.zarr")
+    # A local folder (the default) or an object-storage prefix: s3://BUCKET/PREFIX (gs://BUCKET/PREFIX).
+    path: Path | str = Path("data/store.zarr")
+    # S3-compatible service (MinIO, ...); unset: AWS_ENDPOINT_URL, else AWS itself. Credentials: AWS_* env.
+    endpoint_url: str | None = None
+    region: str | None = None
+    # Read this version (a snapshot id or a tag, `msvqa store log`); unset: the branch tip. Writers refuse it.
+    snapshot: str | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _object_storage_or_folder(cls, value: object) -> object:
+        text = str(value)
+        for scheme in ("s3", "gs"):
+            if text.startswith(f"{scheme}:/"):  # pathlib spells s3://b/p as s3:/b/p
+                return f"{scheme}://" + text[len(scheme) + 1:].lstrip("/")
+        return Path(text)
 
 
 class ClipsConfig(_Strict):
@@ -86,6 +103,8 @@ class FeaturesConfig(_Strict):
     # Torch CPU threads per extraction worker; None keeps torch's default (all cores). With several
     # worker processes on one machine, cores / workers avoids oversubscription.
     torch_threads: int | None = Field(None, ge=1)
+    # Videos per extraction task: a task loads the backbones once and records completion at its end.
+    videos_per_task: int = Field(16, ge=1)
 
 
 class TextConfig(_Strict):
@@ -169,6 +188,9 @@ class RunnerConfig(_Strict):
     address: str | None = None
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
+    # How long to wait for the temporary Prefect server (no PREFECT_API_URL) to answer; Prefect's own 20 s
+    # runs out when every core is busy.
+    prefect_startup_timeout_s: float = Field(120.0, gt=0)
 
 
 class ReprocessConfig(_Strict):

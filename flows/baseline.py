@@ -10,11 +10,11 @@ import time
 from prefect import flow
 
 from configs.schema import PipelineConfig
-from flows.text import build_text_task
-from flows.train import train_model, train_model_task
-from tasks.text_store import build_text
-
-BASELINE = "question_only"
+from flows.naming import flow_run_name
+from flows.text import build_text_for
+from flows.train import train_model_task
+from tasks.train.run import BASELINE_MODEL as BASELINE, train_model
+from tasks.text.store import build_text
 
 
 def _summary(result: dict, started: float) -> dict:
@@ -29,9 +29,9 @@ def run_baseline(config: PipelineConfig) -> dict:
     return _summary(train_model(config, None, BASELINE), started)
 
 
-@flow(name="baseline")
+@flow(name="baseline", flow_run_name=flow_run_name)
 def baseline_flow(config: PipelineConfig) -> dict:
     """Question-only accuracy overall and per type: {test_acc, test_acc_by_type, val_acc, run_id}."""
     started = time.monotonic()
-    build_text_task(config)
+    build_text_for(config)
     return _summary(train_model_task(config, None, BASELINE), started)

@@ -17,21 +17,30 @@ from prefect.tasks import exponential_backoff
 
 from configs.errors import UserError
 from configs.schema import PipelineConfig
+from flows.naming import flow_run_name
 from flows.runtime import task_runner
-from storage.store import GroupRef, SpecGroup, Store
-from tasks.changes import MISSING_FILE, REMOVED, IndexConflict, IndexPlan, fingerprint_videos, plan_index
-from tasks.clips import ClipJob, clip_spec, prepare_clip_group, process_clip_jobs
-from tasks.layout import VideoEntry, validate_layout
+from storage.store import GroupRef, SpecGroup, Store, open_store
+from tasks.ingest.changes import MISSING_FILE, REMOVED, IndexConflict, IndexPlan, fingerprint_videos, plan_index
+from tasks.video.clips import ClipJob, clip_spec, decode_clip_batch, prepare_clip_group
+from tasks.ingest.layout import VideoEntry, validate_layout
 
 
 # Retries cover infrastructure failures (a lost worker, a store I/O error): a bad video is reported, not
 # raised, and rewriting a row is harmless because each row is its own chunk.
 @task(name="decode-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(2),
       retry_jitter_factor=0.5)
-def decode_videos_task(ref: GroupRef, jobs: list[ClipJob], config: PipelineConfig) -> list[dict]:
-    outcomes = process_clip_jobs(ref, jobs, config.clips)
-    get_run_logger().info("decoded %d of %d videos", sum(o["ok"] for o in outcomes), len(jobs))
-    return outcomes
+def decode_videos_task(ref: GroupRef, jobs: list[ClipJob], config: PipelineConfig) -> dict:
+    """Rows go to the fork `ref` carries; the result hands it back with the outcomes for the driver's commit."""
+    result = decode_clip_batch(ref, jobs, config.clips)
+    get_run_logger().info("decoded %d of %d videos", sum(o["ok"] for o in result["outcomes"]), len(jobs))
+    return result
+
+
+def flow_run_id() -> str | None:
+    """The Prefect flow run this code runs in (named in every commit it makes), None outside one."""
+    from prefect.runtime import flow_run
+
+    return flow_run.id
 
 
 def artifact_key(*parts: str) -> str:
@@ -64,13 +73,19 @@ def apply_index_plan(store: Store, group: SpecGroup, plan: IndexPlan, dataset: s
 
 
 def open_clip_group(config: PipelineConfig, videos: list[VideoEntry]) -> tuple[SpecGroup, IndexPlan]:
-    """The clip group for this config, brought up to date with the dataset's video index."""
-    store = Store(config.store.path)
+    """The clip group for this config, brought up to date with the dataset's video index (one commit)."""
+    store = open_store(config.store)
     group = store.spec_group(config.dataset.name, "clips", clip_spec(config.clips))
     plan = plan_for(group, videos)
-    apply_index_plan(store, group, plan, config.dataset.name)
-    prepare_clip_group(group, config.clips, len(plan.video_ids))
-    return group, plan
+
+    def update(tx) -> None:
+        apply_index_plan(tx, tx.open(group.ref), plan, config.dataset.name)
+        prepare_clip_group(tx.open(group.ref), config.clips, len(plan.video_ids))
+
+    store.transact(update, stage="clips", message=f"index of {group.ref.path}", flow_run=flow_run_id(),
+                   counts={"videos": len(plan.video_ids), "new": len(plan.new_rows),
+                           "changed": len(plan.changed_rows), "removed": len(plan.removed_rows)})
+    return store.open(group.ref), plan
 
 
 def plan_for(group: SpecGroup | None, videos: list[VideoEntry]) -> IndexPlan:
@@ -91,17 +106,20 @@ def plan_for(group: SpecGroup | None, videos: list[VideoEntry]) -> IndexPlan:
                         "gain or lose videos, so set a new store.path to rebuild from scratch") from None
 
 
-def _record(group: SpecGroup, outcomes: list[dict]) -> int:
-    """Driver only: completion, frame counts, quarantine and padding of one finished batch."""
+def _record(store: Store, ref: GroupRef, result: dict, flow_run: str | None) -> int:
+    """Driver only: one commit per finished batch of its rows, frame counts, completion, quarantine, padding."""
+    outcomes = result["outcomes"]
     ok = [o for o in outcomes if o["ok"]]
-    if ok:
-        frames = group.read("num_frames")
-        for o in ok:
-            frames[o["row"]] = o["num_frames"]
-        group.write("num_frames", frames)  # before the flags: a complete row always has its frame count
+
+    def apply(tx) -> None:
+        group = tx.open(ref)
+        group.write_rows("num_frames", [o["row"] for o in ok], [o["num_frames"] for o in ok])
         group.mark_complete(o["row"] for o in ok)
-    group.quarantine({o["name"]: o["reason"] for o in outcomes if not o["ok"]})
-    group.record_padded(o["name"] for o in ok if o["padded"])
+        group.quarantine({o["name"]: o["reason"] for o in outcomes if not o["ok"]})
+        group.record_padded(o["name"] for o in ok if o["padded"])
+
+    store.transact(apply, stage="clips", message=f"decoded into {ref.path}", flow_run=flow_run,
+                   forks=[result["fork"]], counts={"decoded": len(ok), "failed": len(outcomes) - len(ok)})
     return len(ok)
 
 
@@ -127,10 +145,12 @@ def clips_flow_body(config: PipelineConfig) -> dict:
     if batches:
         progress = create_progress_artifact(0.0, key=artifact_key("clips-progress", config.dataset.name),
                                             description=f"videos decoded into {group.ref.path}")
-        futures = decode_videos_task.map(unmapped(group.ref), batches, unmapped(config))
+        store, run_id = open_store(config.store), flow_run_id()
+        # One forked session per task: its worker writes rows there; the driver commits each batch.
+        futures = decode_videos_task.map([store.fork(group.ref) for _ in batches], batches, unmapped(config))
         for finished, future in enumerate(as_completed(futures), start=1):
-            # Recorded per batch, so a run killed half-way keeps what its finished batches wrote.
-            decoded += _record(group, future.result())
+            # Committed per batch, so a run killed half-way keeps what its finished batches wrote.
+            decoded += _record(store, group.ref, future.result(), run_id)
             update_progress_artifact(progress, 100.0 * finished / len(batches))
     quarantine = group.quarantined()
     create_table_artifact([{"video": name, "reason": reason} for name, reason in sorted(quarantine.items())],
@@ -139,6 +159,7 @@ def clips_flow_body(config: PipelineConfig) -> dict:
     summary = {
         "group": group.ref.path,
         "spec_hash": group.ref.spec_hash,
+        "snapshot": open_store(config.store).snapshot_id,
         "videos": len(videos),
         "complete": int(group.completed().sum()),
         "decoded_now": decoded,
@@ -152,7 +173,7 @@ def clips_flow_body(config: PipelineConfig) -> dict:
     return summary
 
 
-@flow(name="clips")
+@flow(name="clips", flow_run_name=flow_run_name)
 def clips_flow(config: PipelineConfig) -> dict:
     """Decode, sample and resize every video of the dataset into the clip store."""
     return clips_flow_body(config)

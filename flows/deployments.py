@@ -30,6 +30,7 @@ from flows.clips import run_clips
 from flows.evaluate import evaluate_flow
 from flows.features import run_features
 from flows.ingest import ingest_flow
+from flows.naming import flow_run_name
 from flows.pipeline import pipeline_flow
 from flows.reprocess import run_reprocess
 from flows.search import search_flow
@@ -47,7 +48,7 @@ FILE_SUFFIX = "-from-file"
 REPROCESS = "reprocess"
 
 
-@flow(name="run-clips")
+@flow(name="run-clips", flow_run_name=flow_run_name)
 def clips_deployment_flow(config: PipelineConfig) -> dict:
     """Decode every video into the clip store, on the configured task runner (Dask or threads)."""
     # A deployment of `clips_flow` itself would run on its decorator's default runner: the runner
@@ -55,7 +56,7 @@ def clips_deployment_flow(config: PipelineConfig) -> dict:
     return run_clips(config)
 
 
-@flow(name="run-features")
+@flow(name="run-features", flow_run_name=flow_run_name)
 def features_deployment_flow(config: PipelineConfig) -> dict:
     """Extract appearance and motion features, on the configured task runner (Dask or threads)."""
     return run_features(config)
@@ -79,14 +80,14 @@ STAGE_RUNNERS: dict[str, Callable[[PipelineConfig], dict]] = {
 }
 
 
-@flow(name="run-from-file")
+@flow(name="run-from-file", flow_run_name=flow_run_name)
 def run_from_file(config_path: str, stage: Stage = "pipeline", overrides: Optional[list[str]] = None) -> dict:
     """Load a YAML config with `key.path=value` overrides, then run one stage (default: the whole pipeline)."""
     config = load_config(Path(config_path), overrides or [])
     return STAGE_RUNNERS[stage](config)
 
 
-@flow(name="run-reprocess")
+@flow(name="run-reprocess", flow_run_name=flow_run_name)
 def reprocess_from_file(config_path: str, overrides: Optional[list[str]] = None) -> dict:
     """Load a YAML config with `key.path=value` overrides, then process only what changed in the dataset."""
     return run_reprocess(load_config(Path(config_path), overrides or []))

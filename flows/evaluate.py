@@ -6,18 +6,21 @@ from prefect import flow
 
 from configs.errors import UserError
 from configs.schema import PipelineConfig
-from tasks import checkpoints
+from flows.naming import flow_run_name
+from models.registry import model_entry
 from tasks.device import resolve_device
-from tasks.evaluation import evaluate
-from tasks.qa_setup import load_qa_data, make_model, training_dir
+from tasks.train import checkpoints
+from tasks.train.data import load_qa_data
+from tasks.train.evaluate import evaluate
+from tasks.train.factory import make_model
 
 
-@flow(name="evaluate")
+@flow(name="evaluate", flow_run_name=flow_run_name)
 def evaluate_flow(config: PipelineConfig) -> dict:
     """Accuracy overall and per question type of the best checkpoint that this config trained."""
-    uses_video = config.model.name != "question_only"
-    data = load_qa_data(config, with_video=uses_video, with_clips=config.model.name == "msvqa")
-    best = training_dir(config, data, config.model) / "qa" / "best.pt"
+    entry = model_entry(config.model.name)
+    data = load_qa_data(config, with_video=entry.uses_video, with_clips=entry.uses_clips)
+    best = checkpoints.training_dir(config, data, config.model) / "qa" / "best.pt"
     if not best.exists():
         raise UserError(f"no trained checkpoint at {best}: run `msvqa train` with this config first")
     device = resolve_device(config.train.device)

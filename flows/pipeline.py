@@ -5,19 +5,22 @@ from __future__ import annotations
 import time
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from configs.loader import config_to_yaml, flatten
 from configs.schema import PipelineConfig
-from flows.clips import run_clips
+from flows.clips import artifact_key, run_clips
 from flows.features import run_features
 from flows.ingest import ingest_flow
+from flows.naming import flow_run_name
+from flows.summary import pipeline_markdown
 from flows.text import text_flow
 from flows.train import train_flow_body
-from tasks.tracking import open_tracker
+from tasks.tracking.mlflow_adapter import open_tracker
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", flow_run_name=flow_run_name)
 def pipeline_flow(config: PipelineConfig) -> dict:
     """Run every stage in data-flow order; each stage skips what the store already holds."""
     started = time.monotonic()
@@ -40,6 +43,11 @@ def pipeline_flow(config: PipelineConfig) -> dict:
     except BaseException:
         tracker.end_run(parent, failed=True)
         raise
+    summary = pipeline_markdown(config.dataset.name, config.tracking.uri, tracker.experiment_id, parent,
+                                config.model.name, trained, {"videos": layout["videos"], "decoded": clips["complete"],
+                                                             "quarantined": clips["quarantined"]})
+    create_markdown_artifact(summary, key=artifact_key("pipeline-summary", config.dataset.name),
+                             description="Test accuracy beside the question-only baseline, videos, MLflow links")
     return {
         "run_id": parent,
         **trained,

@@ -9,40 +9,37 @@ store would confirm):
 - ensure-dataset is never cached: it is what notices that sources or the folder changed.
 - validate-layout is keyed by its inputs, its source and a stat fingerprint of the folder (names,
   sizes, mtimes of the mapping, annotations and videos): any change to the folder is a new key.
-- build-text is keyed by its inputs (the text spec: settings plus annotation and GloVe checksums, the
-  store path) and its source, and only while the store still holds that complete text group; a
-  deleted store or group gives no key, so the task runs instead of answering from the cache.
+- build-text (flows/text.py) is keyed by the text spec and only while the store holds that text group.
 Both caches expire, so stale records do not pile up in PREFECT_HOME.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
 from configs.errors import UserError
-from configs.schema import PipelineConfig, TextConfig
+from configs.schema import PipelineConfig
 from flows.clips import artifact_key, plan_for, run_clips
 from flows.features import run_features
 from flows.ingest import ensure_dataset_task
-from storage.store import Store, spec_hash
-from tasks.changes import ChangeSet, IndexPlan, change_set, file_changes, fingerprint_file, \
+from flows.naming import flow_run_name
+from flows.text import CACHE_EXPIRATION, build_text_task
+from storage.store import Store
+from tasks.ingest.changes import ChangeSet, IndexPlan, change_set, file_changes, fingerprint_file, \
     should_retrain
-from tasks.clips import clip_spec
-from tasks.features import feature_spec
-from tasks.layout import LayoutReport, find_video_files, validate_layout
-from tasks.text_store import annotation_paths, build_text, text_spec
+from tasks.video.clips import clip_spec
+from tasks.features.extract import feature_spec
+from tasks.ingest.layout import LayoutReport, find_video_files, validate_layout
+from tasks.text.store import annotation_paths, text_spec
 
-CACHE_EXPIRATION = timedelta(days=7)
 RECORD = "reprocess"  # dataset attribute: what the last reprocess run saw
 
 
@@ -61,30 +58,6 @@ def folder_fingerprint(root: Path) -> str:
 def validate_layout_task(root: Path, max_videos: int | None, store_path: Path, fingerprint: str) -> LayoutReport:
     """`store_path` and `fingerprint` only key the cache: another store or a changed folder is a new key."""
     return validate_layout(root, max_videos)
-
-
-@dataclass
-class WhileStored(CachePolicy):
-    """INPUTS + TASK_SOURCE while the store holds the complete text group of `spec`; no key (no cache) else."""
-
-    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
-        path = Path(inputs["store_path"])
-        group = f"{inputs['dataset']}/text/{spec_hash(inputs['spec'])}"
-        try:
-            complete = path.exists() and Store(path, mode="r").open(group).attrs.get("complete")
-        except KeyError:
-            complete = False
-        if not complete:
-            return None
-        return (INPUTS + TASK_SOURCE).compute_key(task_ctx, inputs, flow_parameters, **kwargs)
-
-
-@task(name="build-text", cache_policy=WhileStored(), cache_expiration=CACHE_EXPIRATION)
-def build_text_task(text: TextConfig, root: Path, store_path: Path, dataset: str, seed: int, spec: dict) -> dict:
-    """Build (or reuse) the text group; `spec` is what the cache is keyed by."""
-    summary = build_text(text, root, store_path, dataset, seed)
-    return {"ref": summary.ref.path, "built_now": summary.built_now, "questions": summary.questions,
-            "question_vocab_size": summary.question_vocab_size, "answer_vocab_size": summary.answer_vocab_size}
 
 
 def _not_user_error(task, task_run, state) -> bool:
@@ -133,7 +106,7 @@ def _publish(changes: ChangeSet, config: PipelineConfig) -> None:
                           ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in changes.counts().items()))
 
 
-@flow(name="reprocess")
+@flow(name="reprocess", flow_run_name=flow_run_name)
 def reprocess_flow(config: PipelineConfig) -> dict:
     """Rescan the dataset; decode, extract and encode only what is new or changed; optionally retrain."""
     logger = get_run_logger()

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from configs.errors import UserError
 from configs.schema import RunnerConfig
 
 TELEMETRY_OFF = {
@@ -38,11 +39,12 @@ def prepare_environment(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(runner: RunnerConfig) -> Iterator[str]:
     """Use the configured Prefect API (a running server, or the test harness); else start a temporary one.
 
     The URL is exported to the environment for the duration, so Dask worker processes report to the
-    same server instead of each starting their own.
+    same server instead of each starting their own. A temporary server gets
+    `runner.prefect_startup_timeout_s` to answer.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -52,7 +54,13 @@ def prefect_api() -> Iterator[str]:
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()
-        server.start()
+        try:
+            server.start(timeout=runner.prefect_startup_timeout_s)
+        except RuntimeError as error:
+            server.stop()  # a server that answers late must not outlive the command
+            raise UserError(f"The temporary Prefect server did not answer within runner.prefect_startup_timeout_s="
+                            f"{runner.prefect_startup_timeout_s:g} s; raise it, or set PREFECT_API_URL to a running "
+                            "server.") from error
         url = server.api_url
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url

@@ -1,29 +1,66 @@
-"""Text flow: tokenise, build vocabularies, encode every split and the GloVe matrix into the store."""
+"""Text flow: tokenise, build vocabularies, encode every split and the GloVe matrix into the store.
+
+`build_text_task` is the one build-text task (the text, baseline and reprocess flows use it). It is keyed
+by its inputs (the text spec: settings plus annotation and GloVe checksums, the store path) and its
+source, and only while the store still holds that complete text group; a deleted store or group gives
+no key, so the task runs instead of answering from the cache. The cache expires, so stale records do not
+pile up in PREFECT_HOME.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
-from configs.schema import PipelineConfig
-from tasks.text_store import build_text
+from configs.schema import PipelineConfig, TextConfig
+from flows.naming import flow_run_name
+from storage.store import Store, spec_hash
+from tasks.text.store import build_text, text_spec
+
+CACHE_EXPIRATION = timedelta(days=7)
 
 
-@task(name="build-text", cache_policy=NO_CACHE)
-def build_text_task(config: PipelineConfig) -> dict:
-    summary = build_text(config.text, config.dataset.root, config.store.path, config.dataset.name, config.seed)
+@dataclass
+class WhileStored(CachePolicy):
+    """INPUTS + TASK_SOURCE while the store holds the complete text group of `spec`; no key (no cache) else."""
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
+        path = Path(inputs["store_path"])
+        group = f"{inputs['dataset']}/text/{spec_hash(inputs['spec'])}"
+        try:
+            complete = path.exists() and Store(path, mode="r").open(group).attrs.get("complete")
+        except KeyError:
+            complete = False
+        if not complete:
+            return None
+        return (INPUTS + TASK_SOURCE).compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+
+
+@task(name="build-text", cache_policy=WhileStored(), cache_expiration=CACHE_EXPIRATION)
+def build_text_task(text: TextConfig, root: Path, store_path: Path, dataset: str, seed: int, spec: dict) -> dict:
+    """Build (or reuse) the text group; `spec` is what the cache is keyed by."""
+    summary = build_text(text, root, store_path, dataset, seed)
     out = asdict(summary)
     out["ref"] = summary.ref.path
     out["vocab_path"] = str(summary.vocab_path)
     return out
 
 
-@flow(name="text")
+def build_text_for(config: PipelineConfig) -> dict:
+    """The build-text task on this config's text settings, dataset and store."""
+    root = Path(config.dataset.root)
+    return build_text_task(config.text, root, config.store.path, config.dataset.name, config.seed,
+                           text_spec(config.text, root))
+
+
+@flow(name="text", flow_run_name=flow_run_name)
 def text_flow(config: PipelineConfig) -> dict:
     """Questions, vocabularies and GloVe: built once per text spec, reused after."""
-    summary = build_text_task(config)
+    summary = build_text_for(config)
     if config.text.glove_path is None:
         get_run_logger().warning("text.glove_path is not set: word embeddings start random")
     get_run_logger().info("text %s: %d question tokens, %d answers, GloVe found %d, missing %d",

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from configs.schema import ModelConfig
 from models.fusion import OpenEndedHead, mlp_classifier
 from models.onednn import Linear
 from models.question_encoder import QuestionEncoder
+from models.registry import ModelSizes, register_model, text_arguments
 from models.types import Batch, ModelOutput
 
 
@@ -92,3 +94,15 @@ class MeanPool(nn.Module):
         logits = self.answer_head(encoded.sentence, F.elu(video))  # [B, A]
         clip_features = F.elu(appearance_clips + motion_clips)  # [B, C, D]
         return ModelOutput(logits=logits, clip_features=clip_features)
+
+
+@register_model("question_only", reads="questions", model_class=QuestionOnly,
+                description="the language-prior floor: answers from the question alone")
+def build_question_only(cfg: ModelConfig, sizes: ModelSizes) -> QuestionOnly:
+    return QuestionOnly(**text_arguments(cfg, sizes))
+
+
+@register_model("mean_pool", reads="features", model_class=MeanPool,
+                description="mean-pooled cached features fused with the question: the no-reasoning video floor")
+def build_mean_pool(cfg: ModelConfig, sizes: ModelSizes) -> MeanPool:
+    return MeanPool(**text_arguments(cfg, sizes), appearance_dim=sizes.appearance_dim, motion_dim=sizes.motion_dim)

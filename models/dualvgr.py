@@ -8,9 +8,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from configs.schema import ModelConfig
 from models.fusion import MFB, ClipAttentionPool, OpenEndedHead, SourceAttentionFusion
 from models.graph_attention import GraphAttentionStack, NodeRelevance
 from models.question_encoder import EncodedQuestion, QueryWordAttention, QuestionEncoder
+from models.registry import ModelSizes, register_model, text_arguments
 from models.types import Batch, ModelOutput
 from models.visual_units import AppearanceEncoder, MotionEncoder
 
@@ -146,3 +148,20 @@ class DualVGR(nn.Module):
         logits = self.answer_head(encoded.sentence, video)  # [B, A]
         aux = {key: torch.stack(outputs) for key, outputs in graph_outputs.items()}  # each [G, B, C, D]
         return ModelOutput(logits=logits, clip_features=clips, aux=aux)
+
+
+@register_model("dualvgr", reads="features", model_class=DualVGR,
+                description="DualVGR: question-conditioned graph attention over cached appearance and motion features")
+def build_dualvgr(cfg: ModelConfig, sizes: ModelSizes) -> DualVGR:
+    return DualVGR(
+        **text_arguments(cfg, sizes),
+        appearance_dim=sizes.appearance_dim,
+        motion_dim=sizes.motion_dim,
+        unit_layers=cfg.unit_layers,
+        graph_layers=cfg.graph_layers,
+        gat_heads=cfg.gat_heads,
+        gat_dropout=cfg.gat_dropout,
+        leaky_slope=cfg.leaky_slope,
+        mfb_factor=cfg.mfb_factor,
+        clip_positions=sizes.num_clips if cfg.clip_positions else 0,
+    )

@@ -13,8 +13,10 @@ from typing import ClassVar, ContextManager
 import torch
 from torch import nn
 
-from models.backbones import NormalizeClips, NormalizeInput
+from configs.schema import ModelConfig
+from models.backbones import NormalizeClips, NormalizeInput, build_backbone
 from models.dualvgr import DualVGR
+from models.registry import ModelSizes, build_model, register_model
 from models.types import Batch, ModelOutput
 
 
@@ -64,3 +66,18 @@ class MSVQA(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         appearance, motion = self.encode(batch)
         return self.qa.forward_features(batch.question, batch.question_len, appearance, motion)
+
+
+@register_model("msvqa", reads="clips", model_class=MSVQA, init_like_reference=False,
+                description="MSVQA: DualVGR on backbones trained end to end from the stored clips")
+def build_msvqa(cfg: ModelConfig, sizes: ModelSizes) -> MSVQA:
+    """DualVGR on trainable backbones (named as in the feature config), clips in, answers out.
+
+    Backbone weights are loaded by the caller (tasks.features.weights), keeping this function free of I/O.
+    """
+    if sizes.appearance_backbone is None or sizes.motion_backbone is None:
+        raise ValueError("msvqa needs appearance_backbone and motion_backbone")
+    app, mot = build_backbone(sizes.appearance_backbone), build_backbone(sizes.motion_backbone)
+    inner = {**sizes.__dict__, "appearance_dim": app.out_dim, "motion_dim": mot.out_dim}
+    qa = build_model(cfg.model_copy(update={"name": "dualvgr"}), **inner)
+    return MSVQA(qa, app, mot, sizes.appearance_normalization, sizes.motion_normalization)

@@ -94,6 +94,15 @@ class VideoArrays:
         return self._handle().shape(name)
 
 
+def loader_context(num_workers: int) -> str | None:
+    """The multiprocessing start method for DataLoader workers that read the store lazily.
+
+    The store's I/O runtime does not survive a fork of a process that already used it, so workers
+    start from a fresh forkserver process (cheap: one server, then forks of it) instead.
+    """
+    return "forkserver" if num_workers > 0 else None
+
+
 def group_nbytes(ref: GroupRef, names: tuple[str, ...]) -> int:
     """Uncompressed size of the named arrays: what holding them in memory costs."""
     group = open_group(ref, mode="r")

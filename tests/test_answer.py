@@ -15,11 +15,11 @@ import torch
 from configs.errors import UserError
 from models.types import Batch
 from storage.store import Store
-from tasks.bundle import load_bundle
-from tasks.clips import DECODER_VERSION, ClipJob, decode_one
-from tasks.features import FEATURE_DTYPE, feature_spec, prepare_feature_group
-from tasks.inference import answer_video, encode_question
-from tasks.search import search_bundle
+from tasks.serving.bundle import load_bundle
+from tasks.video.clips import DECODER_VERSION, ClipJob, decode_one
+from tasks.features.extract import FEATURE_DTYPE, feature_spec, prepare_feature_group
+from tasks.serving.inference import answer_video, encode_question
+from tasks.serving.search import search_bundle
 from tests.conftest import shared_data
 from tests.test_bundle import random_bundle, random_msvqa_bundle, tiny_pipeline_config
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def synthetic_video(path: Path, index: int = 0) -> Path:
     """One synthetic video (a moving shape that changes colour), 24 frames of 64x48."""
-    from tasks.synth import encode_avi, plan_videos, render_frames
+    from tasks.ingest.synth import encode_avi, plan_videos, render_frames
 
     plan = plan_videos(6, seed=3, frames=24, width=64, height=48)[index]
     encode_avi(render_frames(plan, 64, 48), 8, path)
@@ -220,7 +220,7 @@ def _run_tiny_pipeline(tmp_path: Path) -> dict:
     # One thread per process: on 2 shared cores, OpenMP threads spin-wait against each other and a
     # tiny model's training step takes ~1 s instead of ~7 ms.
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--json"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cli.app", "run", str(config), "--json"], capture_output=True,
                           text=True, env=env, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -228,7 +228,7 @@ def _run_tiny_pipeline(tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_trained_tiny_model_answers_and_searches(tmp_path):
-    from tasks.text import load_annotations
+    from tasks.text.annotations import load_annotations
 
     torch.set_num_threads(1)
     result = _run_tiny_pipeline(tmp_path)
@@ -238,7 +238,7 @@ def test_trained_tiny_model_answers_and_searches(tmp_path):
         with pytest.raises(UserError, match=f"model {bad} could not be fetched"):
             answer_video(bad, tmp_path / "x.avi", "what color?", tracking_uri=tracking)
 
-    from tasks.inference import open_bundle
+    from tasks.serving.inference import open_bundle
 
     bundle = open_bundle(uri, tracking)
     root = tmp_path / "dataset"

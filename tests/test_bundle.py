@@ -11,13 +11,14 @@ from configs.errors import UserError
 from configs.loader import load_config
 from configs.schema import PipelineConfig
 from models.input_norm import StandardizedInputs
-from models.registry import build_model, build_msvqa
+from models.registry import build_model
 from models.types import Batch
 from storage.store import spec_hash
-from tasks.bundle import Bundle, load_bundle, save_bundle
-from tasks.clips import clip_spec
-from tasks.features import feature_spec
-from tasks.text import QARecord, Vocabularies, build_vocabularies
+from tasks.serving.bundle import Bundle, load_bundle, save_bundle
+from tasks.video.clips import clip_spec
+from tasks.features.extract import feature_spec
+from tasks.text.annotations import QARecord
+from tasks.text.vocabulary import Vocabularies, build_vocabularies
 
 TINY = Path(__file__).with_name("tiny.yaml")
 COLORS = ("red", "green", "blue", "yellow", "white", "purple")
@@ -101,7 +102,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 
 def test_weights_sha256_is_recorded(tmp_path):
     from models.backbones import build_backbone
-    from tasks.weights import sha256_file
+    import hashlib
 
     weights = tmp_path / "tiny2d.pt"
     torch.save(build_backbone("tiny2d").state_dict(), weights)
@@ -110,7 +111,7 @@ def test_weights_sha256_is_recorded(tmp_path):
         "appearance": config.features.appearance.model_copy(update={"weights": weights})})})
     bundle = load_bundle(save_bundle(tmp_path / "b.pt", config=config, vocab=tiny_vocab(),
                                      model=random_model(config, tiny_vocab()), spec_hashes={}, metrics={}))
-    assert bundle.feature_spec["appearance"]["weights_sha256"] == sha256_file(weights)
+    assert bundle.feature_spec["appearance"]["weights_sha256"] == hashlib.sha256(Path(weights).read_bytes()).hexdigest()
     assert bundle.feature_spec["motion"]["weights_sha256"] is None
 
 
@@ -164,7 +165,7 @@ def random_msvqa_bundle(tmp_path: Path, seed: int = 0) -> Path:
     vocab = tiny_vocab()
     torch.manual_seed(seed)
     features = config.features
-    model = build_msvqa(config.model, appearance_backbone=features.appearance.backbone,
+    model = build_model(config.model, appearance_backbone=features.appearance.backbone,
                         motion_backbone=features.motion.backbone,
                         appearance_normalization=features.appearance.normalization,
                         motion_normalization=features.motion.normalization,

@@ -11,8 +11,8 @@ from PIL import Image
 from configs.errors import UserError
 from configs.schema import ClipsConfig, PipelineConfig, StoreConfig
 from storage.store import Store
-from tasks.clips import clip_spec, prepare_clip_group
-from tasks.contact_sheet import contact_sheet, resolve_video, save_clip_view, show_clip
+from tasks.video.clips import clip_spec, prepare_clip_group
+from tasks.video.contact_sheet import contact_sheet, resolve_video, save_clip_view, show_clip
 
 ATTRS = {"video_ids": [1, 7, 12], "names": ["-4wsuPCjDBc_5_15", "12", "zz_0_3"]}
 

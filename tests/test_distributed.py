@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import RandomSampler
 
 from configs.errors import UserError
-from tasks.distributed import DistContext, epoch_sampler, per_rank_batch, shard, torchrun_command
+from tasks.train.distributed import DistContext, epoch_sampler, per_rank_batch, shard, torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,10 @@ JOB = textwrap.dedent('''
     from models.registry import build_autoencoder, build_model
     from storage.qa_dataset import QAArrays, QADataset, VideoArrays
     from storage.store import Store
-    from tasks import checkpoints
-    from tasks.autoencoder import autoencoder_loss_fn, autoencoder_val_loss
-    from tasks.distributed import init_distributed, shutdown
-    from tasks.training import qa_loss_fn, qa_validator, run_stage
+    from tasks.train import checkpoints
+    from tasks.train.autoencoder import autoencoder_loss_fn, autoencoder_val_loss
+    from tasks.train.distributed import init_distributed, shutdown
+    from tasks.train.loop import qa_loss_fn, qa_validator, run_stage
 
     work = Path(sys.argv[1])
     torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def test_shards_cover_each_item_once_and_batches_must_divide():
 def test_torchrun_command_runs_this_module():
     command = torchrun_command(Path("c.yaml"), ["train.qa.epochs=1"], nproc=4, json_out=True)
     assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
-                           "tasks.distributed", "c.yaml", "--set", "train.qa.epochs=1", "--json"]
+                           "cli.distributed", "c.yaml", "--set", "train.qa.epochs=1", "--json"]
 
 
 def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -146,7 +146,7 @@ def test_entry_point_under_torchrun_tracks_once(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from configs.loader import config_to_yaml
-    from tasks.text_store import build_text
+    from tasks.text.store import build_text
     from test_baseline import tiny_config, write_annotations
 
     write_annotations(tmp_path / "dataset")
@@ -155,7 +155,7 @@ def test_entry_point_under_torchrun_tracks_once(tmp_path):
     build_text(config.text, config.dataset.root, config.store.path, config.dataset.name)
     path = tmp_path / "config.yaml"
     path.write_text(config_to_yaml(config))
-    done = _torchrun("-m", "tasks.distributed", str(path), "--set", "train.qa.epochs=2", "--json")
+    done = _torchrun("-m", "cli.distributed", str(path), "--set", "train.qa.epochs=2", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 alone reports

@@ -1,4 +1,4 @@
-"""tasks.download against a real HTTP server on 127.0.0.1: resume, retry, 404, checksum, local copies."""
+"""tasks.ingest.download against a real HTTP server on 127.0.0.1: resume, retry, 404, checksum, local copies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from configs.errors import UserError
-from tasks.download import download, file_name, local_path
+from tasks.ingest.download import download, file_name, local_path
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, no two neighbouring KiB alike
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

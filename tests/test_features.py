@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from configs.schema import BackboneConfig, FeaturesConfig
+from models.backbones import build_backbone
 from storage.store import Store
-from tasks.features import clear_backbone_cache, extract_video, feature_spec, load_backbone, prepare_feature_group, process_feature_rows
-from tasks.weights import save_backbone_weights
+from tasks.features.extract import clear_backbone_cache, extract_video, feature_spec, load_backbone, prepare_feature_group, process_feature_rows
+from tasks.features.weights import save_backbone_weights
 
 CFG = FeaturesConfig(appearance=BackboneConfig(backbone="tiny2d", normalization="unit"),
                      motion=BackboneConfig(backbone="tiny3d", normalization="unit"), device="cpu", seed=5)
@@ -60,3 +63,28 @@ def test_spec_records_weights_checksum(tmp_path):
     assert spec["appearance"]["weights_sha256"] == sha
     assert spec["motion"]["weights_sha256"] is None
     assert spec["clips"] == "abc"
+
+
+def test_a_weights_file_replaced_at_the_same_path_gives_the_new_backbone(tmp_path):
+    path = tmp_path / "tiny2d.pt"
+    torch.manual_seed(1)
+    first = build_backbone("tiny2d")
+    save_backbone_weights(first, path, backbone="tiny2d")
+    frames = torch.rand(2, 3, 16, 16)
+
+    def features() -> torch.Tensor:
+        with torch.inference_mode():
+            return load_backbone("tiny2d", str(path), 0, "cpu")(frames)
+
+    clear_backbone_cache()
+    with torch.inference_mode():
+        assert torch.equal(features(), first.eval()(frames))
+    torch.manual_seed(2)
+    second = build_backbone("tiny2d")
+    replacement = tmp_path / "new.pt"
+    save_backbone_weights(second, replacement, backbone="tiny2d")
+    os.replace(replacement, path)  # a new file under the old name, as a deploy would leave it
+    with torch.inference_mode():
+        assert torch.equal(features(), second.eval()(frames))
+        assert not torch.equal(features(), first(frames))
+    clear_backbone_cache()

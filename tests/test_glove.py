@@ -1,4 +1,4 @@
-"""The streaming GloVe builder (tasks/glove.py) on small files with the quirks of glove.840B."""
+"""The streaming GloVe builder (tasks/text/glove.py) on small files with the quirks of glove.840B."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import glove
-from tasks.glove import build_glove_matrix, cached_glove_matrix
-from tasks.text import TextInputError
+from tasks.text import glove, glove_cache
+from tasks.text.glove import build_glove_matrix
+from tasks.text.glove_cache import cached_glove_matrix
+from tasks.text.annotations import TextInputError
 
 # "The" comes before "the", "cat" is duplicated, "at home" is a token with a space, "Dog"/"DOG" are case variants.
 QUIRKY = (
@@ -166,7 +167,7 @@ def test_cache_returns_the_same_result_and_rebuilds_when_the_file_changes(tmp_pa
     def fail(*args, **kwargs):
         raise AssertionError("the cache was not used")
 
-    monkeypatch.setattr(glove, "build_glove_matrix", fail)
+    monkeypatch.setattr(glove_cache, "build_glove_matrix", fail)
     second = cached_glove_matrix(path, VOCAB, 3, cache, seed=3)
     assert second.from_cache is True
     np.testing.assert_array_equal(second.matrix, first.matrix)

@@ -11,8 +11,8 @@ from test_training import raw_clip_batches, tiny_msvqa
 
 from configs.schema import StageConfig
 from tasks.device import tune_kernels_for
-from tasks.evaluation import mixed_precision, precision_name
-from tasks.training import make_optimizer, qa_loss_fn, train_epoch
+from tasks.train.precision import mixed_precision, precision_name
+from tasks.train.loop import make_optimizer, qa_loss_fn, train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

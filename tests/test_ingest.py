@@ -18,10 +18,10 @@ import pytest
 
 from configs.errors import UserError
 from configs.schema import DatasetConfig, Source
-from tasks.archive import extract, is_archive
-from tasks.ingest import copy_source, ensure_dataset
-from tasks.layout import has_dataset
-from tasks.manifest import load_manifest
+from tasks.ingest.archive import extract, is_archive
+from tasks.ingest.sources import copy_source, ensure_dataset
+from tasks.ingest.layout import has_dataset
+from tasks.ingest.manifest import load_manifest
 
 
 def _sha(data: bytes) -> str:

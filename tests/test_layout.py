@@ -3,7 +3,7 @@ import json
 import pytest
 
 from configs.errors import UserError
-from tasks.layout import has_dataset, read_mapping, validate_layout
+from tasks.ingest.layout import has_dataset, read_mapping, validate_layout
 from tests.conftest import shared_data
 
 
@@ -23,7 +23,11 @@ def test_missing_videos_are_listed_in_one_report(tmp_path):
     assert [v.video_id for v in report.videos] == [1, 2, 3]
     assert report.missing_videos == [2, 3]
     assert report.unmapped_video_ids == [7]
-    assert not report.ok
+    assert report.unmapped_questions == {7: 3}  # one question about vid7 in each of the 3 splits
+    assert report.ok  # set aside and reported, not fatal
+    assert "3 questions about 1 video ids not in youtube_mapping.txt are set aside" in report.summary()
+    (tmp_path / "val_qa.json").unlink()
+    assert not validate_layout(tmp_path).ok  # a missing required file still is
 
 
 def test_bad_mapping_line_names_file_and_line(tmp_path):

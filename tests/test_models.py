@@ -11,13 +11,16 @@ import torch.nn.functional as F
 from configs.schema import ModelConfig
 from models.decoders import ClipDecoder, make_reconstruction_target, reconstruction_loss
 from models.losses import auxiliary_losses, common_consistency_loss, hsic_dependence_loss, qa_loss
-from models.registry import MODEL_NAMES, build_autoencoder, build_model, count_parameters
+from models.registry import build_autoencoder, build_model, count_parameters, model_names
 from models.types import Batch
 
 QUESTION_VOCAB, ANSWER_VOCAB = 20, 7
 APPEARANCE_DIM, MOTION_DIM = 12, 10
 CLIPS, FRAMES, WORD_DIM, MODULE_DIM = 4, 3, 8, 16
 LENGTHS = (5, 2, 3)
+
+# The models that read cached features or questions only (msvqa reads clips and has its own tests).
+MODEL_NAMES = model_names(reads={"features", "questions"})
 
 REFERENCE_PARAMETERS = 28_449_249
 
@@ -226,13 +229,24 @@ def test_same_seed_gives_same_initialisation_and_logits(name: str) -> None:
 
 
 def test_registry_flags_and_unknown_name() -> None:
-    assert MODEL_NAMES == ("dualvgr", "question_only", "mean_pool")
+    from models.baselines import MeanPool, QuestionOnly
+    from models.dualvgr import DualVGR
+    from models.msvqa import MSVQA
+    from models.registry import UnknownModel, entry_of, model_entry
+
+    assert model_names() == ("dualvgr", "mean_pool", "msvqa", "question_only")
+    assert MODEL_NAMES == ("dualvgr", "mean_pool", "question_only")
+    assert {name: model_entry(name).reads for name in model_names()} == {
+        "dualvgr": "features", "mean_pool": "features", "msvqa": "clips", "question_only": "questions"}
+    classes = {"dualvgr": DualVGR, "mean_pool": MeanPool, "msvqa": MSVQA, "question_only": QuestionOnly}
+    assert {name: model_entry(name).model_class for name in model_names()} == classes
     assert {name: type(tiny_model(name)).uses_video for name in MODEL_NAMES} == {
         "dualvgr": True,
         "question_only": False,
         "mean_pool": True,
     }
-    with pytest.raises(ValueError):
+    assert entry_of(tiny_model("mean_pool")).name == "mean_pool"
+    with pytest.raises(UnknownModel, match="model.name: unknown model 'hcrn'; known: dualvgr, mean_pool, msvqa"):
         tiny_model("hcrn")
 
 
@@ -254,10 +268,10 @@ def test_dualvgr_paper_configuration_matches_reference_parameter_count() -> None
 
 
 def test_msvqa_trains_backbones_end_to_end_from_uint8_clips():
-    from models.registry import build_msvqa
+    from models.registry import build_model
 
     torch.manual_seed(0)
-    model = build_msvqa(ModelConfig(module_dim=16, unit_layers=1), appearance_backbone="tiny2d",
+    model = build_model(ModelConfig(name="msvqa", module_dim=16, unit_layers=1), appearance_backbone="tiny2d",
                         motion_backbone="tiny3d", appearance_normalization="unit", motion_normalization="unit",
                         question_vocab_size=20, answer_vocab_size=7, num_clips=2, frames_per_clip=3, word_dim=8)
     batch = Batch(question=torch.randint(1, 20, (2, 4)), question_len=torch.tensor([4, 2]),

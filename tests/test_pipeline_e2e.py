@@ -34,7 +34,7 @@ def tiny_config(tmp_path: Path, **changes) -> Path:
 def run_cli(*args: str, api_url: str) -> dict:
     """The real `msvqa` entry point in its own process, reporting to the harness's Prefect API."""
     env = dict(os.environ, PREFECT_API_URL=api_url)
-    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-m", "cli.app", *args], capture_output=True, text=True, env=env,
                             timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -95,7 +95,7 @@ def test_run_end_to_end_then_resume(tmp_path):
 
 
 def test_bad_config_exits_2_with_one_sentence(tmp_path):
-    from flows.cli import app
+    from cli.app import app
 
     config = tiny_config(tmp_path)
     result = CliRunner().invoke(app, ["run", str(config), "--set", "clips.num_clips=0", "--json"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ def _config(tmp_path: Path, root: Path) -> Path:
 
 
 def _cli(*args: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cli.app", *args], capture_output=True, text=True,
                             cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

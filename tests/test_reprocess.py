@@ -13,11 +13,11 @@ from pydantic import BaseModel
 from configs.errors import UserError
 from configs.schema import PipelineConfig
 from storage.store import Store
-from tasks.changes import (MISSING_FILE, REMOVED, ChangeSet, IndexConflict, file_changes, plan_index,
+from tasks.ingest.changes import (MISSING_FILE, REMOVED, ChangeSet, IndexConflict, file_changes, plan_index,
                            should_retrain)
-from tasks.features import feature_spec
-from tasks.layout import SPLITS
-from tasks.synth import generate_dataset
+from tasks.features.extract import feature_spec
+from tasks.ingest.layout import SPLITS
+from tasks.ingest.synth_dataset import generate_dataset
 from test_clip_store import clip_group, latest_artifact, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,8 +167,9 @@ def test_a_reassigned_video_id_is_a_user_error_naming_the_group(tmp_path, api_ur
 def test_cheap_tasks_are_cached_only_while_their_inputs_and_the_store_agree(tmp_path, api_url):
     from prefect import flow
 
-    from flows.reprocess import build_text_task, folder_fingerprint, validate_layout_task
-    from tasks.text_store import text_spec
+    from flows.reprocess import folder_fingerprint, validate_layout_task
+    from flows.text import build_text_task
+    from tasks.text.store import text_spec
 
     root = tmp_path / "dataset"
     generate_dataset(root, 6, 1, width=64, height=48, frames=24, fps=8, glove_dim=8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from configs.schema import RunnerConfig
-from tasks.synth import generate_dataset
+from tasks.ingest.synth_dataset import generate_dataset
 from test_clip_store import assert_same_arrays, tiny_config
 
 
@@ -39,6 +39,9 @@ def test_dask_cluster_by_address_gives_the_local_store(tmp_path, api_url, monkey
         clips, features = run_clips(dask), run_features(dask)
         with Client(cluster) as client:
             executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+            # The workers outlive the flow: it released the backbones they built.
+            cached = client.run(lambda: len(__import__("tasks.features.extract", fromlist=["_"])._BACKBONES))
+    assert list(cached.values()) == [0, 0]
     assert (clips["decoded_now"], features["extracted_now"]) == (8, 8)
     # Both worker processes ran tasks (4 decode and 4 extract tasks between them), not the test process.
     assert len(executed) == 2 and all(count > 0 for count in executed.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.sampling import sample_frame_indices, sample_frames
+from tasks.video.sampling import sample_frame_indices, sample_frames
 
 # (n, c, f, expected indices, padded), each worked out by hand from the rules in sample_frames' docstring.
 HCRN_CASES = [

@@ -13,22 +13,19 @@ import av
 import numpy as np
 import pytest
 
-from tasks.layout import has_dataset
-from tasks.text import tokenize
-from tasks.synth import (
+from tasks.ingest.layout import has_dataset
+from tasks.text.vocabulary import tokenize
+from tasks.ingest.synth import (
     COLORS,
     DISTRACTOR_WORDS,
-    SPLITS,
     TEMPLATES,
     SynthError,
-    SynthSummary,
     VideoPlan,
-    generate_dataset,
     object_mask,
     plan_videos,
     questions_for,
-    split_sizes,
 )
+from tasks.ingest.synth_dataset import SPLITS, SynthSummary, generate_dataset, split_sizes
 
 VIDEOS, SEED, WIDTH, HEIGHT, FRAMES, FPS, GLOVE_DIM = 12, 7, 64, 48, 24, 8, 6
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{11}_(\d+)_(\d+)$")

@@ -1,4 +1,4 @@
-"""Questions, vocabularies and encoding (tasks/text.py), on inline data and on the real MSVD-QA."""
+"""Questions, vocabularies and encoding (tasks/text/vocabulary.py), on inline data and on the real MSVD-QA."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.text import (
-    QTYPES,
-    QARecord,
-    TextInputError,
-    Vocabularies,
-    build_vocabularies,
-    encode_split,
-    load_annotations,
-    question_type,
-    tokenize,
-)
+from tasks.text.annotations import QARecord, TextInputError, load_annotations
+from tasks.text.vocabulary import QTYPES, Vocabularies, build_vocabularies, encode_split, question_type, tokenize
 
 MSVD_QA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msvd-qa"
 

@@ -26,7 +26,7 @@ JOB = textwrap.dedent('''
     from models.registry import build_model
     from storage.qa_dataset import QAArrays, QADataset, VideoArrays
     from storage.store import Store
-    from tasks.training import qa_loss_fn, qa_validator, run_stage
+    from tasks.train.loop import qa_loss_fn, qa_validator, run_stage
 
     work, kill_at = Path(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)
@@ -83,14 +83,105 @@ def test_kill_9_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
     assert not list((tmp_path / "crashed" / "ckpt").glob("*.tmp"))
 
 
-def test_checkpoint_writes_are_atomic(tmp_path):
-    from tasks import checkpoints
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    import tasks.atomic
+    from tasks.train import checkpoints
 
     path = tmp_path / "c.pt"
-    checkpoints.save_atomic({"x": np.arange(3)}, path)
-    checkpoints.save_atomic({"x": np.arange(4)}, path)
+    checkpoints.save_atomic({"x": torch.arange(3)}, path)
+    checkpoints.save_atomic({"x": torch.arange(4)}, path)
+    assert checkpoints.load(path)["x"].tolist() == [0, 1, 2, 3]
+    real_save = torch.save
+
+    def crash_midway(state, file):  # half a file written, then the process "dies"
+        real_save({"x": torch.arange(1000)}, file)
+        file.seek(100)
+        file.truncate()
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(tasks.atomic.torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk gone"):
+        checkpoints.save_atomic({"x": torch.arange(5)}, path)
+    monkeypatch.setattr(tasks.atomic.torch, "save", real_save)
     assert checkpoints.load(path)["x"].tolist() == [0, 1, 2, 3]
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values_and_restore_every_generator(tmp_path):
+    import pickle
+    import random
+
+    from configs.errors import UserError
+    from configs.schema import StageConfig
+    from tasks.train import checkpoints
+    from tasks.train.loop import qa_loss_fn, qa_validator, run_stage
+
+    data, model = _tiny_features(tmp_path), _tiny_model()
+    run_stage(name="qa", model=model, loss_fn=qa_loss_fn(), train_set=data, validate=qa_validator(model, data, 8, "cpu"),
+              monitor="val_acc", higher_is_better=True, cfg=StageConfig(epochs=1, batch_size=8, lr=0.01),
+              device="cpu", checkpoint_dir=tmp_path / "ckpt", seed=0)
+    for name in ("last.pt", "best.pt"):
+        torch.load(tmp_path / "ckpt" / name, weights_only=True)  # raises on anything but tensors and plain values
+
+    def draws() -> tuple:
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), np.random.randn(), random.random()
+
+    np.random.randn()  # leaves numpy holding a cached Gaussian, which the state must carry too
+    checkpoints.save_atomic({"rng": checkpoints.rng_state()}, tmp_path / "rng.pt")
+    first = draws()
+    checkpoints.restore_rng(checkpoints.load(tmp_path / "rng.pt")["rng"])
+    assert draws() == first
+    # A pickle that would run code is refused, in one sentence naming the file.
+    with open(tmp_path / "evil.pt", "wb") as file:
+        pickle.dump({"x": print}, file, protocol=2)
+    with pytest.raises(UserError, match="evil.pt"):
+        checkpoints.load(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("failing", ["first", "last"])
+def test_a_kill_between_last_and_best_leaves_a_pair_that_resumes_like_no_kill(tmp_path, monkeypatch, failing):
+    from configs.schema import StageConfig
+    from tasks.train import checkpoints
+    from tasks.train.loop import qa_loss_fn, qa_validator, run_stage
+
+    data = _tiny_features(tmp_path)
+    cfg = StageConfig(epochs=4, batch_size=8, lr=0.03)
+
+    def train(folder: str):
+        model = _tiny_model()
+        result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(), train_set=data, cfg=cfg, device="cpu",
+                           validate=qa_validator(model, data, 8, "cpu"), monitor="qa_train_loss",
+                           higher_is_better=False, checkpoint_dir=tmp_path / folder, seed=0)
+        return result, model.state_dict()
+
+    clean, clean_weights = train("clean")
+    losses = [row["qa_train_loss"] for row in clean.history]
+    best_epochs = [epoch for epoch, loss in enumerate(losses) if all(loss < earlier for earlier in losses[:epoch])]
+    assert len(best_epochs) >= 2  # this run improves often enough for the two cases to differ
+    # The last improvement's best.pt is never rewritten later, so only reconciliation can repair it.
+    failing_best_write = 1 if failing == "first" else len(best_epochs)
+
+    real_save, best_writes = checkpoints.save_atomic, []
+
+    def dies_writing_best(state, path):
+        if path.name == "best.pt":
+            best_writes.append(state["epoch"])
+            if len(best_writes) == failing_best_write:
+                raise KeyboardInterrupt("killed between last.pt and best.pt")
+        real_save(state, path)
+
+    monkeypatch.setattr(checkpoints, "save_atomic", dies_writing_best)
+    with pytest.raises(KeyboardInterrupt):
+        train("crashed")
+    monkeypatch.setattr(checkpoints, "save_atomic", real_save)
+    killed_at = best_writes[-1]
+    last = checkpoints.load(tmp_path / "crashed" / "last.pt")
+    assert last["state"]["best_epoch"] == killed_at  # last.pt already knows the epoch best.pt lacks
+
+    resumed, resumed_weights = train("crashed")
+    assert resumed.history == clean.history and resumed.best_epoch == clean.best_epoch == best_epochs[-1]
+    assert checkpoints.load(tmp_path / "crashed" / "best.pt")["epoch"] == clean.best_epoch
+    assert all(torch.equal(resumed_weights[k], clean_weights[k]) for k in clean_weights)
 
 
 def _tiny_features(tmp_path: Path, n: int = 40, in_memory: bool = True):
@@ -126,7 +217,7 @@ def _tiny_model():
 def test_lazy_zarr_features_load_in_worker_processes_like_in_memory(tmp_path):
     import torch
 
-    from tasks.training import make_loader
+    from tasks.train.loop import make_loader
 
     lazy, eager = _tiny_features(tmp_path, in_memory=False), _tiny_features(tmp_path, in_memory=True)
     batches = [list(make_loader(data, 8, shuffle=True, seed=1, epoch=0, num_workers=workers))
@@ -146,7 +237,7 @@ def test_early_stopping_and_stepwise_lr_without_warnings(tmp_path):
     import warnings
 
     from configs.schema import StageConfig
-    from tasks.training import qa_loss_fn, qa_validator, run_stage
+    from tasks.train.loop import qa_loss_fn, qa_validator, run_stage
 
     data, model = _tiny_features(tmp_path), _tiny_model()
     cfg = StageConfig(epochs=20, batch_size=8, lr=1e-9, patience=2, lr_decay_epochs=1, lr_decay=0.5)
@@ -162,7 +253,7 @@ def test_early_stopping_and_stepwise_lr_without_warnings(tmp_path):
 
 
 def test_feature_statistics_in_chunks_match_numpy(tmp_path):
-    from tasks.qa_setup import _feature_statistics
+    from tasks.train.statistics import feature_statistics as _feature_statistics
 
     features = _tiny_features(tmp_path).features
     rows = np.arange(10)
@@ -175,7 +266,7 @@ def test_feature_statistics_in_chunks_match_numpy(tmp_path):
 def test_features_stay_on_disk_when_asked(tmp_path):
     from types import SimpleNamespace
 
-    from tasks.qa_setup import features_in_memory
+    from tasks.train.data import features_in_memory
 
     ref = _tiny_features(tmp_path).features.ref
     names = ("appearance", "motion")
@@ -197,10 +288,10 @@ def raw_clip_batches(count: int, seed: int = 0) -> list:
 def tiny_msvqa(seed: int = 0) -> torch.nn.Module:
     """MSVQA on the tiny backbones, all of it trainable; its 3D backbone's last convolution sees 2 frames."""
     from configs.schema import ModelConfig
-    from models.registry import build_msvqa
+    from models.registry import build_model
 
     torch.manual_seed(seed)
-    model = build_msvqa(ModelConfig(module_dim=16, unit_layers=1), appearance_backbone="tiny2d",
+    model = build_model(ModelConfig(name="msvqa", module_dim=16, unit_layers=1), appearance_backbone="tiny2d",
                         motion_backbone="tiny3d", appearance_normalization="unit", motion_normalization="unit",
                         question_vocab_size=20, answer_vocab_size=7, num_clips=2, frames_per_clip=3, word_dim=8)
     model.set_backbones_trainable(True)
@@ -209,7 +300,7 @@ def tiny_msvqa(seed: int = 0) -> torch.nn.Module:
 
 def test_msvqa_backbone_gradients_under_cpu_bf16_autocast_are_float32_ones_within_bf16_error():
     # oneDNN's bf16 Conv3d weight gradient on CPU is off by up to 1e37 when 2 frames remain (torch 2.14.1).
-    from tasks.training import qa_loss_fn
+    from tasks.train.loop import qa_loss_fn
 
     model, batch = tiny_msvqa(), raw_clip_batches(1)[0]
     model.qa.requires_grad_(False)
@@ -237,7 +328,7 @@ def test_msvqa_training_on_cpu_repeats_bit_for_bit(amp: bool):
     # CPU bf16 runs (train.amp_cpu) once varied between runs and turned NaN: oneDNN's bf16 Conv3d weight
     # gradient is wrong when 2 frames remain, which the tiny 3D backbone's last convolution sees here.
     from configs.schema import StageConfig
-    from tasks.training import make_optimizer, qa_loss_fn, train_epoch
+    from tasks.train.loop import make_optimizer, qa_loss_fn, train_epoch
 
     batches = raw_clip_batches(4)
 

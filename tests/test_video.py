@@ -12,16 +12,15 @@ import ffmpeg
 import numpy as np
 import pytest
 
-import tasks.clips as clips_module
+import tasks.video.clips as clips_module
 from configs.schema import ClipsConfig
-from tasks.avi_header import avi_frame_count
-from tasks.clips import ClipJob, decode_one
-from tasks.ffmpeg_bin import ffmpeg_binary
-from tasks.sampling import sample_frame_indices
-from tasks.video import (
-    FramesMissing, VideoError, VideoInfo, _decode_command, _parse_video_stream, decode_clips, probe_video,
-    rgb_at_size,
-)
+from tasks.video.avi_header import avi_frame_count
+from tasks.video.clips import ClipJob, decode_one
+from tasks.video.ffmpeg_bin import ffmpeg_binary
+from tasks.video.sampling import sample_frame_indices
+from tasks.video.decode import _decode_command, decode_clips, rgb_at_size
+from tasks.video.ffmpeg_run import FramesMissing, VideoError
+from tasks.video.probe import VideoInfo, _parse_video_stream, probe_video
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIMEOUT_S = 60.0

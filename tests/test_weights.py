@@ -11,12 +11,11 @@ import torchvision
 
 from configs.errors import UserError
 from models.backbones import build_backbone
-from tasks.weights import (
+from tasks.features.weights import (
     WeightsError,
     inspect_checkpoint,
     load_backbone_weights,
     save_backbone_weights,
-    sha256_file,
 )
 
 
@@ -220,10 +219,3 @@ def test_inspect_reports_a_wrong_backbone_without_raising(hara_resnet18_3d: tupl
     assert "features.0.weight" in report.missing and "layer1.0.conv1.weight" in report.unexpected
     summary = report.to_dict()
     assert summary["format"] == "hara_checkpoint" and summary["backbone"] == "tiny3d" and not summary["ok"]
-
-
-def test_sha256_file_streams_in_chunks(tmp_path: Path) -> None:
-    path = tmp_path / "blob.bin"
-    data = bytes(range(256)) * 1000
-    path.write_bytes(data)
-    assert sha256_file(path, chunk_bytes=4096) == hashlib.sha256(data).hexdigest()

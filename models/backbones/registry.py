@@ -28,7 +28,7 @@ def build_backbone(name: str) -> nn.Module:
 
     Its convolution weights are channels-last in memory, like the inputs NormalizeInput and NormalizeClips
     produce, so the conv kernels run without layout conversions (1.2-1.5x on CPU for the 2D nets).
-    Pretrained weights are loaded separately (``tasks.weights.load_backbone_weights``); loading copies
+    Pretrained weights are loaded separately (``tasks.features.weights.load_backbone_weights``); loading copies
     values into these tensors and keeps their layout.
     """
     try:

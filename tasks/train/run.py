@@ -1,0 +1,288 @@
+"""Training orchestration without Prefect: one model's run (autoencoder stage, QA stage, test, bundle,
+registration) and the configured model with its question-only baseline under one parent run.
+
+Plain Python so torchrun ranks (cli.distributed) can call it; under DDP every rank trains, and
+rank 0 alone tracks, evaluates on test, logs and registers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from configs.loader import config_to_yaml, flatten
+from configs.schema import ModelConfig, PipelineConfig
+from models.registry import build_autoencoder, count_parameters, model_entry
+from storage.store import spec_hash
+from tasks.device import resolve_device, tune_kernels_for
+from tasks.serving.bundle import save_bundle
+from tasks.text.annotations import load_annotations
+from tasks.tracking.mlflow_adapter import (BASELINE_ALIAS, CHAMPION, NullTracker, Tracker, git_commit, open_tracker,
+                                           prefect_flow_run_id)
+from tasks.tracking.plots import accuracy_by_type, labelled_grid, training_curves
+from tasks.train.autoencoder import autoencoder_loss_fn, autoencoder_val_loss, reconstruction_samples
+from tasks.train.checkpoints import training_dir
+from tasks.train.data import QAData, load_qa_data
+from tasks.train.factory import make_model
+from tasks.train.distributed import DistContext
+from tasks.train.evaluate import evaluate, predictions_table
+from tasks.train.precision import precision_name
+from tasks.train.loop import StageResult, qa_loss_fn, qa_validator, run_stage
+
+BASELINE_MODEL = "question_only"  # the language-prior floor every video model is compared with
+TrainOne = Callable[[PipelineConfig, "str | None", "str | None"], dict]
+
+BUNDLE_ARTIFACT = "bundle/bundle.pt"
+BY_TYPE_PLOT = "plots/test_acc_by_type.png"
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger inside a flow (lines show in the UI); a plain logger in torchrun ranks."""
+    try:
+        from prefect import get_run_logger
+        from prefect.exceptions import MissingContextError
+    except ImportError:  # pragma: no cover - prefect is a dependency; ranks may still run without it
+        return logging.getLogger("msvqa.train")
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("msvqa.train")
+
+
+def _speed(config: PipelineConfig, device: str) -> dict[str, Any]:
+    """Loader workers, bf16 autocast (CUDA: train.amp, default on; CPU: train.amp_cpu, default off), compile."""
+    train = config.train
+    amp = train.amp if device.startswith("cuda") else train.amp_cpu
+    return {"num_workers": train.num_workers, "amp": amp, "compile": train.compile}
+
+
+def _log_epochs(tracker: Tracker | NullTracker, run_id: str):
+    logger = _logger()
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracker.log_metrics(run_id, metrics, step=epoch)
+        logger.info("%s epoch %d: %s", run_id[:8], epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+    return on_epoch
+
+
+def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run_id: str, device: str, ckpt: Path,
+                       ctx: DistContext) -> StageResult:
+    stage, speed = config.train.autoencoder, _speed(config, device)
+    autoencoder = build_autoencoder(model, config.model, config.clips.frames_per_clip).to(device)
+    size = config.model.decoder_size
+    val = data.splits["val"]
+
+    def validate() -> dict[str, float]:
+        return {"ae_val_loss": autoencoder_val_loss(autoencoder, val, stage.batch_size, size, device,
+                                                    speed["num_workers"], speed["amp"], ctx)}
+
+    # The answer head gets no gradient in this stage, so DDP must expect unused parameters.
+    result = run_stage(name="ae", model=autoencoder, loss_fn=autoencoder_loss_fn(size), train_set=data.splits["train"],
+                       validate=validate, monitor="ae_val_loss", higher_is_better=False, cfg=stage, device=device,
+                       checkpoint_dir=ckpt / "autoencoder", seed=config.train.seed,
+                       on_epoch=_log_epochs(tracker, run_id), ctx=ctx, unused_parameters=True, **speed)
+    if ctx.is_main:
+        samples = reconstruction_samples(autoencoder, val if len(val) else data.splits["train"], size, device)
+        for name, rows in samples.items():  # rows alternate: a video's input clips, then their decoding
+            row_labels = [f"video {i // 2 + 1} {'decoded' if i % 2 else 'input'}" for i in range(rows.shape[0])]
+            column_labels = [f"clip {j + 1}\nframe 1" for j in range(rows.shape[1])]
+            figure = labelled_grid(rows, row_labels, column_labels, title=f"{name}: input / decoded")
+            tracker.log_figure(run_id, figure, f"reconstructions/reconstruction_{name}.png")
+    return result
+
+
+def _set_backbones_trainable(model, stage: str, model_cfg: ModelConfig) -> None:
+    """MSVQA's backbones train only in the stages `model.train_backbones` names."""
+    if hasattr(model, "set_backbones_trainable"):
+        model.set_backbones_trainable(stage in model_cfg.train_backbones)
+
+
+def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, tracker, run_id: str, device: str,
+              with_autoencoder: bool, ctx: DistContext) -> tuple[Any, dict[str, list], StageResult]:
+    ckpt = training_dir(config, data, model_cfg)
+    model = make_model(model_cfg, config, data, config.train.seed).to(device)
+    total, trainable = count_parameters(model)
+    tracker.log_params(run_id, {"parameters": total, "trainable_parameters": trainable, "checkpoint_dir": str(ckpt),
+                                "world_size": ctx.world_size})
+    histories: dict[str, list] = {}
+    if with_autoencoder:
+        _set_backbones_trainable(model, "autoencoder", model_cfg)
+        histories["autoencoder"] = _autoencoder_stage(config, data, model, tracker, run_id, device, ckpt, ctx).history
+    _set_backbones_trainable(model, "qa", model_cfg)
+    stage, speed = config.train.qa, _speed(config, device)
+    validate = qa_validator(model, data.splits["val"], stage.batch_size, device, speed["num_workers"], speed["amp"],
+                            ctx)
+    result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(model_cfg.alpha, model_cfg.beta),
+                       train_set=data.splits["train"], validate=validate, monitor="val_acc", higher_is_better=True,
+                       cfg=stage, device=device, checkpoint_dir=ckpt / "qa", seed=config.train.seed,
+                       on_epoch=_log_epochs(tracker, run_id), ctx=ctx, **speed)
+    histories["qa"] = [dict(row) for row in result.history]
+    best = next((row for row in result.history if row["epoch"] == result.best_epoch), {})
+    tracker.log_metrics(run_id, {"best_val_acc": result.best_metric, "best_epoch": result.best_epoch,
+                                 "stopped_early": float(result.stopped_early),
+                                 **{f"best_{k}": v for k, v in best.items() if k.startswith("val_acc_")}})
+    return model, histories, result
+
+
+def _test(config: PipelineConfig, data: QAData, model, tracker, run_id: str, device: str,
+          prefix: str = "") -> tuple[float, dict[str, float], dict[str, int]]:
+    test = data.splits["test"]
+    result = evaluate(model, test, config.train.qa.batch_size, device, amp=_speed(config, device)["amp"])
+    by_type = result.by_type()
+    tracker.log_metrics(run_id, {f"{prefix}test_acc": result.accuracy,
+                                 **{f"{prefix}test_acc_{t}": acc for t, acc in by_type.items()}})
+    records = {r.id: (r.question, r.answer) for r in load_annotations(Path(config.dataset.root) / "test_qa.json")}
+    table = predictions_table(result, test, data.vocab.answer_words, records)
+    tracker.log_table(run_id, table, "predictions/test_predictions.csv")
+    tracker.log_table(run_id, table, "predictions/test_predictions.parquet")
+    return result.accuracy, by_type, result.counts_by_type()
+
+
+def _log_lineage(tracker: Tracker, run_id: str, config: PipelineConfig, data: QAData) -> None:
+    """The store groups this run read, as an MLflow dataset input whose digest is their spec hashes."""
+    groups = {"text": data.text, "clips": data.clips, "features": data.features}
+    rows = [{"kind": kind, "path": g.ref.path, "spec_hash": g.ref.spec_hash, "rows": None}
+            for kind, g in groups.items() if g is not None]
+    rows += [{"kind": f"split/{split}", "path": f"{data.text.ref.path}/{split}", "spec_hash": data.text.ref.spec_hash,
+              "rows": len(dataset)} for split, dataset in data.splits.items()]
+    tracker.log_input(run_id, pd.DataFrame(rows), name=f"{config.dataset.name}-store",
+                      digest=spec_hash(data.spec_hashes), source=str(config.store.path))
+
+
+def _log_bundle(tracker: Tracker, run_id: str, config: PipelineConfig, data: QAData, model,
+                metrics: dict[str, float]) -> str:
+    """A self-contained inference bundle as a run artifact (every model, MSVQA with its trained backbones)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_bundle(Path(tmp) / Path(BUNDLE_ARTIFACT).name, config=config, vocab=data.vocab, model=model,
+                           spec_hashes=data.spec_hashes, metrics=metrics)
+        tracker.log_artifact(run_id, Path(path), str(Path(BUNDLE_ARTIFACT).parent))
+    tracker.set_tags(run_id, {"bundle_artifact": BUNDLE_ARTIFACT})
+    return BUNDLE_ARTIFACT
+
+
+def _register(tracker: Tracker, run_id: str, config: PipelineConfig, model_cfg: ModelConfig, data: QAData, model,
+              metrics: dict[str, float], bundle: str) -> dict[str, Any]:
+    name = f"{config.dataset.name}-{model_cfg.name}"
+    _, version = tracker.log_model(run_id, model, registered_name=name,
+                                   metadata={"spec_hashes": data.spec_hashes, "val_acc": metrics["val_acc"]})
+    if version is None:
+        return {}
+    tracker.set_model_version_tags(name, version, {"run_id": run_id, "bundle_artifact": bundle})
+    # Only video models compete for `champion` (what `answer` and `search` use); the question-only floor keeps its own.
+    alias = CHAMPION if model_entry(model_cfg.name).uses_video else BASELINE_ALIAS
+    promoted = tracker.promote_if_best(name, version, metrics["val_acc"], alias)
+    champion = promoted and alias == CHAMPION
+    tracker.set_tags(run_id, {"registered_model": f"{name}/{version}", "champion": str(champion).lower(),
+                              **({"alias": alias} if promoted else {})})
+    return {"registered_model": name, "version": version, "champion": champion, "alias": alias if promoted else None}
+
+
+def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: str | None = None, *,
+                ctx: DistContext = DistContext(), device: str | None = None, run_name: str | None = None) -> dict:
+    """Train one model (its own MLflow run under `parent_run_id`) and evaluate it on test; returns its figures.
+
+    The run is named `run_name`, by default the model's name (an ablation names its variants).
+
+    Under DDP every rank must call this; only rank 0's figures are meaningful.
+    """
+    model_cfg = config.model if model_name is None else config.model.model_copy(update={"name": model_name})
+    entry = model_entry(model_cfg.name)
+    device = device or resolve_device(config.train.device)
+    tune_kernels_for(device)
+    with_ae = entry.uses_video and config.train.autoencoder.epochs > 0
+    data = load_qa_data(config, with_video=entry.uses_video, with_clips=with_ae or entry.uses_clips)
+    tracker = open_tracker(config.tracking, config.dataset.name) if ctx.is_main else NullTracker()
+    tags = {"stage": "train", "model": model_cfg.name, "git.commit": git_commit(),
+            "mlflow.source.git.commit": git_commit(), "prefect.flow_run_id": prefect_flow_run_id(),
+            "precision": precision_name(device, _speed(config, device)["amp"]),
+            **{f"spec.{k}": v for k, v in data.spec_hashes.items()}}
+    run_id = tracker.start_run(run_name or model_cfg.name, tags=tags, parent_run_id=parent_run_id)
+    figures: dict[str, Any] = {"val_acc": math.nan, "test_acc": math.nan, "test_acc_by_type": {}, "counts_by_type": {}}
+    try:
+        run_config = config.model_copy(update={"model": model_cfg})
+        tracker.log_params(run_id, flatten(run_config.model_dump(mode="json")))
+        tracker.log_text(run_id, config_to_yaml(run_config), "config.yaml")
+        tracker.log_metrics(run_id, {f"questions_{s}": len(d) for s, d in data.splits.items()}
+                            | {f"dropped_{s}": n for s, n in data.dropped.items()})
+        if ctx.is_main:
+            _log_lineage(tracker, run_id, config, data)
+        monitor = config.tracking.system_metrics
+        with tracker.system_metrics(run_id) if monitor else contextlib.nullcontext():
+            model, histories, result = _train_qa(config, data, model_cfg, tracker, run_id, device, with_ae, ctx)
+        figures["histories"] = histories
+        if ctx.is_main:
+            acc, by_type, counts = _test(config, data, model, tracker, run_id, device)
+            figures.update(val_acc=result.best_metric, test_acc=acc, test_acc_by_type=by_type, counts_by_type=counts)
+            tracker.log_figure(run_id, training_curves(histories), "plots/training_curves.png")
+            tracker.log_figure(run_id, accuracy_by_type({model_cfg.name: by_type}, counts), BY_TYPE_PLOT)
+            tracker.log_text(run_id, data.vocab.to_json(), "vocab/vocab.json")
+            metrics = {"val_acc": result.best_metric, "test_acc": acc,
+                       **{f"test_acc_{t}": a for t, a in by_type.items()}}
+            bundle = _log_bundle(tracker, run_id, config, data, model, metrics)
+            if config.tracking.register_model:
+                figures.update(_register(tracker, run_id, config, model_cfg, data, model, metrics, bundle))
+        tracker.end_run(run_id)
+    except BaseException:
+        tracker.end_run(run_id, failed=True)
+        raise  # under torchrun, a failed rank makes torchrun stop the others
+    ctx.barrier()  # the other ranks wait while rank 0 evaluates and logs
+    return {"run_id": run_id, "model": model_cfg.name, **figures}
+
+
+def train_with_baseline(config: PipelineConfig, parent_run_id: str | None = None, *,
+                        train_one: TrainOne | None = None, ctx: DistContext | None = None,
+                        device: str | None = None) -> dict:
+    """The configured model, then the baseline, under one parent run.
+
+    `train_one(config, parent_run_id, model_name)` trains one model (the flow passes its Prefect task);
+    by default `train_model` runs in this process, as a torchrun rank when `ctx` is given.
+    """
+    ctx = ctx or DistContext()
+    tracker = open_tracker(config.tracking, config.dataset.name) if ctx.is_main else NullTracker()
+    own_parent = parent_run_id is None
+    if own_parent:
+        parent_run_id = tracker.start_run("train", tags={"stage": "train", "git.commit": git_commit(),
+                                                         "prefect.flow_run_id": prefect_flow_run_id()})
+        tracker.log_text(parent_run_id, config_to_yaml(config), "config.yaml")
+
+    def train(model_name: str | None = None) -> dict:
+        if train_one is not None:
+            return train_one(config, parent_run_id, model_name)
+        return train_model(config, parent_run_id, model_name, ctx=ctx, device=device)
+
+    try:
+        main = train()
+        baseline = train(BASELINE_MODEL) if config.train.baseline else None
+        summary = {"train_run_id": main["run_id"], "val_acc": main["val_acc"], "test_acc": main["test_acc"],
+                   "test_acc_by_type": main["test_acc_by_type"]}
+        if own_parent:
+            summary["run_id"] = parent_run_id
+        metrics = {"test_acc": main["test_acc"], **{f"test_acc_{t}": a for t, a in main["test_acc_by_type"].items()}}
+        bars = {config.model.name: main["test_acc_by_type"]}
+        summary.update({k: main[k] for k in ("registered_model", "version", "counts_by_type") if k in main})
+        if baseline:
+            summary["baseline_test_acc"] = baseline["test_acc"]
+            summary["baseline_test_acc_by_type"] = baseline["test_acc_by_type"]
+            summary["baseline_run_id"] = baseline["run_id"]
+            metrics["baseline_test_acc"] = baseline["test_acc"]
+            bars[BASELINE_MODEL] = baseline["test_acc_by_type"]
+        if ctx.is_main:
+            tracker.log_metrics(parent_run_id, metrics)
+            # On the parent and on the model's own run (replacing its single-model chart) once the baseline is known.
+            for run_id in {parent_run_id, main["run_id"]} - {""}:
+                tracker.log_figure(run_id, accuracy_by_type(bars, main["counts_by_type"]), BY_TYPE_PLOT)
+            tracker.log_figure(parent_run_id, training_curves(main["histories"]), "plots/training_curves.png")
+        if own_parent:
+            tracker.end_run(parent_run_id)
+    except BaseException:
+        if own_parent:
+            tracker.end_run(parent_run_id, failed=True)
+        raise
+    return summary
