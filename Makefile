@@ -24,7 +24,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # Prefect UI and MLflow UI over the demo's stores, on 127.0.0.1 (Ctrl-C stops both).
+# MLflow's home page shows a "collects usage data" notice whatever the server's telemetry setting (MLflow
+# 3.17 hides it only once dismissed in the browser): open the experiments list, in the model-training view.
 ui: $(STAMP)
+	@echo "Prefect UI http://127.0.0.1:4200  MLflow UI http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	PREFECT_HOME=$(CURDIR)/data/demo/prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200 & \
 	prefect_pid=$$!; \
 	trap "kill $$prefect_pid" EXIT INT TERM; \

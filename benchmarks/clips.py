@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from common import cpu_name, positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from configs.schema import ClipsConfig  # noqa: E402
 from storage.store import GroupRef, Store, open_group  # noqa: E402
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result["cpu"] = cpu_name()
     print(json.dumps(result))
     return result
 

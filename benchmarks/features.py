@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from common import positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from common import cpu_name, positive_int  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from models.backbones import NormalizeClips, NormalizeInput, build_backbone  # noqa: E402
 from tasks.device import tune_kernels_for  # noqa: E402
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "motion_frames_per_s": round(timed_clips * args.frames / motion_s, 2),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
     }
+    result["cpu"] = cpu_name()
     print(json.dumps(result))
     return result
 

@@ -28,7 +28,7 @@ from common import peak_rss_mb, positive_int  # noqa: E402  (benchmarks/ is on s
 from configs.loader import load_config  # noqa: E402
 from models.input_norm import StandardizedInputs  # noqa: E402
 from models.registry import build_model, count_parameters  # noqa: E402
-from storage.store import Store, spec_hash  # noqa: E402
+from storage.store import open_store, spec_hash  # noqa: E402
 from tasks.serving.bundle import load_bundle, save_bundle  # noqa: E402
 from tasks.video.clips import clip_spec  # noqa: E402
 from tasks.features.extract import FEATURE_DTYPE, feature_spec, prepare_feature_group  # noqa: E402
@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_bundle(folder: Path) -> Path:
     """An untrained demo-sized DualVGR bundle whose store is `folder`/store.zarr."""
-    config = load_config(DEMO, [f"store.path={folder / 'store.zarr'}", f"data_dir={folder}"])
+    # Search ranks cached features, so the bundle is the demo's feature model (DualVGR), not its end-to-end one.
+    config = load_config(DEMO, [f"store.path={folder / 'store.zarr'}", f"data_dir={folder}", "model.name=dualvgr"])
     plans = plan_videos(60, seed=0, frames=48)
     records = [QARecord(i, p.vid, qa.question, qa.answer) for i, (p, qa) in
                enumerate((p, qa) for p in plans for qa in questions_for(p))]
@@ -74,7 +75,7 @@ def fill_store(bundle, videos: int) -> None:
     """Random float16 features for every video, written a block of rows at a time, all marked complete."""
     config = bundle.config
     c, f = config.clips.num_clips, config.clips.frames_per_clip
-    group = Store(config.store.path).spec_group(config.dataset.name, "features", bundle.feature_spec)
+    group = open_store(config.store).spec_group(config.dataset.name, "features", bundle.feature_spec)
     prepare_feature_group(group, videos, c, f, (DIM, DIM))
     rng = np.random.default_rng(0)
     for start in range(0, videos, 500):
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             result = search_bundle(bundle, question, answer=answer, top=10, batch_size=args.batch)
             times.append(time.perf_counter() - started)
             assert result["videos_scored"] == args.videos
-        group = Store(bundle.config.store.path, mode="r").find(bundle.config.dataset.name, "features")[0]
+        group = open_store(bundle.config.store, mode="r").find(bundle.config.dataset.name, "features")[0]
         started = time.perf_counter()
         rows = np.arange(args.videos)
         for start in range(0, args.videos, args.batch):

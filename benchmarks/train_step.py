@@ -37,6 +37,9 @@ from tasks.device import tune_kernels_for  # noqa: E402
 from tasks.train.precision import precision_name  # noqa: E402
 from tasks.train.loop import make_loader, make_optimizer, qa_loss_fn, train_epoch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Size:
@@ -204,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                    e2e_precision=precision_name(device, e2e_amp), e2e_samples_per_s=e2e["samples_per_s"],
                    e2e_peak_mem_mb=e2e["peak_mem_mb"],
                    e2e_speedup_vs_seed=round(e2e["samples_per_s"] / SEED_E2E_SAMPLES_PER_S, 2))
+    out["cpu"] = cpu_name()
     print(json.dumps(out))
 
 

@@ -80,7 +80,7 @@ def with_prefect(fn: Callable[[], dict], cfg: PipelineConfig) -> Callable[[], di
     def wrapped() -> dict:
         from flows.runtime import prefect_api
 
-        with prefect_api(cfg.runner):
+        with prefect_api(cfg.runner, cfg.data_dir):
             return fn()
 
     return wrapped

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigArg, JsonOpt, SetOpt, console, load, run_body, with_prefect
+from cli.common import ConfigArg, JsonOpt, SetOpt, console, fail, load, run_body, with_prefect
+from configs.errors import UserError
 from configs.schema import PipelineConfig
 
 app = typer.Typer()
@@ -42,8 +43,23 @@ _stage_command("baseline", "flows.baseline:baseline_flow", "baseline finished",
                "Train and test the question-only model from the text store alone: the language-prior floor.")
 _stage_command("reprocess", "flows.reprocess:run_reprocess", "reprocess finished",
                "Rescan dataset.root and process only new, changed or removed videos and changed annotations.")
-_stage_command("evaluate", "flows.evaluate:evaluate_flow", "evaluation finished",
-               "Evaluate the configured model's best checkpoint on test, overall and per question type.")
+
+
+@app.command()
+def evaluate(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt,
+             model: Optional[str] = typer.Option(
+                 None, "--model", help="runs:/RUN_ID, models:/NAME@alias, models:/NAME/VERSION or a bundle file; "
+                                       "default: the configured model's best checkpoint."),
+             json_out: bool = JsonOpt) -> None:
+    """Evaluate on test (overall and per question type), at store.snapshot: the configured model or --model."""
+    cfg = load(config, overrides)
+
+    def body() -> dict:
+        from flows.evaluate import evaluate_flow, evaluate_model_flow
+
+        return evaluate_flow(cfg) if model is None else evaluate_model_flow(cfg, model)
+
+    run_body(with_prefect(body, cfg), json_out, "evaluation finished")
 
 
 @app.command()
@@ -55,8 +71,8 @@ def run(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt, json_
         from flows.pipeline import pipeline_flow
 
         result = pipeline_flow(cfg)
-        keys = ("run_id", "test_acc", "test_acc_by_type", "baseline_test_acc", "val_acc", "store", "tracking_uri",
-                "seconds")
+        keys = ("run_id", "test_acc", "test_acc_by_type", "baseline_test_acc", "comparisons", "val_acc", "store",
+                "tracking_uri", "seconds")
         return {key: result.get(key) for key in keys} | {"details": {k: v for k, v in result.items() if k not in keys}}
 
     run_body(with_prefect(body, cfg), json_out, "pipeline finished")
@@ -65,15 +81,24 @@ def run(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt, json_
 @app.command()
 def train(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt, json_out: bool = JsonOpt,
           nproc: int = typer.Option(1, "--nproc", min=1,
-                                    help="DDP processes on this machine (one per GPU), via torchrun.")) -> None:
-    """Train the configured model (autoencoder then QA stage) and the baseline from the store."""
+                                    help="DDP processes on this machine (one per GPU), via torchrun."),
+          nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines in the job (torchrun c10d rendezvous)."),
+          node_rank: int = typer.Option(0, "--node-rank", min=0, help="This machine's rank, 0 .. nnodes - 1."),
+          rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint",
+                                                      help="HOST:PORT of the rendezvous, the same on every node."),
+          rdzv_id: str = typer.Option("msvqa", "--rdzv-id", help="Job id, the same on every node.")) -> None:
+    """Train the configured model (autoencoder then QA stage) and its comparison models from the store."""
     cfg = load(config, overrides)
-    if nproc > 1:
+    if nproc > 1 or nnodes > 1 or rdzv_endpoint:
         import os
 
         from tasks.train.distributed import torchrun_command
 
-        command = torchrun_command(config, overrides or [], nproc, json_out)
+        try:
+            command = torchrun_command(config, overrides or [], nproc, json_out, nnodes=nnodes, node_rank=node_rank,
+                                       rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
+        except UserError as exc:
+            fail(exc)
         os.execv(command[0], command)
     run_body(with_prefect(lambda: _call("flows.train:train_flow", cfg), cfg), json_out, "training finished")
 

@@ -25,7 +25,7 @@ def _summary(result: dict, started: float) -> dict:
 def run_baseline(config: PipelineConfig) -> dict:
     """Build the text stage when missing, then train and test the question-only model (plain Python)."""
     started = time.monotonic()
-    build_text(config.text, config.dataset.root, config.store.path, config.dataset.name, config.seed)
+    build_text(config.text, config.dataset.root, config.store, config.dataset.name, config.seed)
     return _summary(train_model(config, None, BASELINE), started)
 
 

@@ -18,6 +18,7 @@ from prefect.tasks import exponential_backoff
 from configs.errors import UserError
 from configs.schema import PipelineConfig
 from flows.naming import flow_run_name
+from flows.retries import retry_unless_user_error
 from flows.runtime import task_runner
 from storage.store import GroupRef, SpecGroup, Store, open_store
 from tasks.ingest.changes import MISSING_FILE, REMOVED, IndexConflict, IndexPlan, fingerprint_videos, plan_index
@@ -28,7 +29,7 @@ from tasks.ingest.layout import VideoEntry, validate_layout
 # Retries cover infrastructure failures (a lost worker, a store I/O error): a bad video is reported, not
 # raised, and rewriting a row is harmless because each row is its own chunk.
 @task(name="decode-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(2),
-      retry_jitter_factor=0.5)
+      retry_jitter_factor=0.5, retry_condition_fn=retry_unless_user_error)
 def decode_videos_task(ref: GroupRef, jobs: list[ClipJob], config: PipelineConfig) -> dict:
     """Rows go to the fork `ref` carries; the result hands it back with the outcomes for the driver's commit."""
     result = decode_clip_batch(ref, jobs, config.clips)

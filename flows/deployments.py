@@ -36,6 +36,8 @@ from flows.reprocess import run_reprocess
 from flows.search import search_flow
 from flows.text import text_flow
 from flows.train import train_flow
+from flows.writer_slot import WRITER_STAGES, store_writer_slot
+from models.registry import model_names
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -53,13 +55,15 @@ def clips_deployment_flow(config: PipelineConfig) -> dict:
     """Decode every video into the clip store, on the configured task runner (Dask or threads)."""
     # A deployment of `clips_flow` itself would run on its decorator's default runner: the runner
     # depends on `config.runner`, which is only known once the run's parameters are.
-    return run_clips(config)
+    with store_writer_slot(config):
+        return run_clips(config)
 
 
 @flow(name="run-features", flow_run_name=flow_run_name)
 def features_deployment_flow(config: PipelineConfig) -> dict:
     """Extract appearance and motion features, on the configured task runner (Dask or threads)."""
-    return run_features(config)
+    with store_writer_slot(config):
+        return run_features(config)
 
 
 # The flow each `<stage>` deployment serves; also what `run_from_file` dispatches to.
@@ -84,13 +88,19 @@ STAGE_RUNNERS: dict[str, Callable[[PipelineConfig], dict]] = {
 def run_from_file(config_path: str, stage: Stage = "pipeline", overrides: Optional[list[str]] = None) -> dict:
     """Load a YAML config with `key.path=value` overrides, then run one stage (default: the whole pipeline)."""
     config = load_config(Path(config_path), overrides or [])
-    return STAGE_RUNNERS[stage](config)
+    if stage not in WRITER_STAGES:
+        return STAGE_RUNNERS[stage](config)
+    with store_writer_slot(config):
+        return STAGE_RUNNERS[stage](config)
 
 
-@flow(name="run-reprocess", flow_run_name=flow_run_name)
+# persist_result: what a scheduled run found and processed stays readable from the run after it ends.
+@flow(name="run-reprocess", flow_run_name=flow_run_name, persist_result=True)
 def reprocess_from_file(config_path: str, overrides: Optional[list[str]] = None) -> dict:
     """Load a YAML config with `key.path=value` overrides, then process only what changed in the dataset."""
-    return run_reprocess(load_config(Path(config_path), overrides or []))
+    config = load_config(Path(config_path), overrides or [])
+    with store_writer_slot(config):
+        return run_reprocess(config)
 
 
 def deployment_names(reprocess: bool = False) -> list[str]:
@@ -105,15 +115,23 @@ def deployment_names(reprocess: bool = False) -> list[str]:
 
 
 def question_defaults(config: PipelineConfig | None, config_json: dict | None) -> dict[str, dict[str, Any]]:
-    """Default parameters of the `answer` and `search` deployments: the config's champion model.
+    """Default parameters of the `answer` and `search` deployments: champion models of the config's models.
 
     `config_json` is the config as the deployments store it (for `search`, which reads the store it names).
     """
     if config is None:
         return {name: {} for name in QUESTION_FLOWS}
-    model = {"model_uri": f"models:/{config.dataset.name}-{config.model.name}@champion",
-             "tracking_uri": config.tracking.uri}
-    return {"answer": model, "search": {**model, "config": config_json}}
+
+    def champion(model_name: str) -> dict[str, Any]:
+        return {"model_uri": f"models:/{config.dataset.name}-{model_name}@champion",
+                "tracking_uri": config.tracking.uri}
+
+    # `search` ranks the stored features, which an end-to-end model (msvqa) does not read: it defaults to the
+    # config's first feature model, the configured one or else a comparison model (the demo's dualvgr).
+    feature_models = set(model_names(reads={"features"}))
+    searcher = next((name for name in (config.model.name, *config.train.compare_with) if name in feature_models),
+                    config.model.name)
+    return {"answer": champion(config.model.name), "search": {**champion(searcher), "config": config_json}}
 
 
 def reprocess_deployment(config: PipelineConfig, config_path: str | Path,

@@ -17,6 +17,7 @@ from configs.errors import UserError
 from configs.schema import PipelineConfig
 from flows.clips import artifact_key, flow_run_id
 from flows.naming import flow_run_name
+from flows.retries import retry_unless_user_error
 from flows.runtime import task_runner
 from storage.store import GroupRef, SpecGroup, open_group, open_store
 from tasks.video.clips import clip_spec
@@ -27,7 +28,7 @@ from tasks.features.extract import (backbone_out_dims, clear_backbone_cache, ext
 
 # Retries cover infrastructure failures; rewriting a row is harmless because each row is its own chunk.
 @task(name="extract-features", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(2),
-      retry_jitter_factor=0.5)
+      retry_jitter_factor=0.5, retry_condition_fn=retry_unless_user_error)
 def extract_features_task(clip_ref: GroupRef, feature_ref: GroupRef, rows: list[int], config: PipelineConfig) -> dict:
     """Rows go to the fork `feature_ref` carries, handed back with the rows for the driver's commit."""
     result = extract_feature_batch(clip_ref, feature_ref, rows, config.features)

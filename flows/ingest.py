@@ -9,14 +9,20 @@ from prefect.cache_policies import NO_CACHE
 from configs.errors import UserError
 from configs.schema import PipelineConfig
 from flows.clips import artifact_key
+from flows.retries import retry_unless_user_error
 from flows.naming import flow_run_name
 from tasks.ingest.sources import ensure_dataset
 from tasks.ingest.layout import validate_layout
+from tasks.progress import Progress
 
 
-@task(name="ensure-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="ensure-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
+      retry_condition_fn=retry_unless_user_error)
 def ensure_dataset_task(config: PipelineConfig) -> str:
-    return ensure_dataset(config.dataset)
+    # Downloads report bytes, a generated dataset videos: one bar (and progress artifact) per file.
+    with Progress("dataset", unit="bytes or videos", artifact_key=artifact_key("ingest-progress", config.dataset.name)) \
+            as progress:
+        return ensure_dataset(config.dataset, progress=progress)
 
 
 @task(name="validate-layout", cache_policy=NO_CACHE)

@@ -15,7 +15,7 @@ from typing import Any
 
 from configs.schema import PipelineConfig
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.@]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]+")
 
 
 def _config_parts(config: Any) -> list[str]:

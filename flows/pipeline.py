@@ -17,12 +17,19 @@ from flows.naming import flow_run_name
 from flows.summary import pipeline_markdown
 from flows.text import text_flow
 from flows.train import train_flow_body
+from flows.writer_slot import writer_flow_slot
 from tasks.tracking.mlflow_adapter import open_tracker
 
 
 @flow(name="pipeline", flow_run_name=flow_run_name)
 def pipeline_flow(config: PipelineConfig) -> dict:
     """Run every stage in data-flow order; each stage skips what the store already holds."""
+    # A deployment run holds the store's writer slot; the stage flows below find it held (flows/writer_slot.py).
+    with writer_flow_slot(config):
+        return _pipeline(config)
+
+
+def _pipeline(config: PipelineConfig) -> dict:
     started = time.monotonic()
     tracker = open_tracker(config.tracking, config.dataset.name)
     parent = tracker.start_run("pipeline", tags={"stage": "pipeline", "prefect.flow_run_id": str(flow_run.id or "")})
@@ -47,7 +54,7 @@ def pipeline_flow(config: PipelineConfig) -> dict:
                                 config.model.name, trained, {"videos": layout["videos"], "decoded": clips["complete"],
                                                              "quarantined": clips["quarantined"]})
     create_markdown_artifact(summary, key=artifact_key("pipeline-summary", config.dataset.name),
-                             description="Test accuracy beside the question-only baseline, videos, MLflow links")
+                             description="Test accuracy beside the comparison models, videos, MLflow links")
     return {
         "run_id": parent,
         **trained,

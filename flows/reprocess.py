@@ -31,8 +31,9 @@ from flows.clips import artifact_key, plan_for, run_clips
 from flows.features import run_features
 from flows.ingest import ensure_dataset_task
 from flows.naming import flow_run_name
+from flows.retries import retry_unless_user_error
 from flows.text import CACHE_EXPIRATION, build_text_task
-from storage.store import Store
+from storage.store import Store, open_store
 from tasks.ingest.changes import ChangeSet, IndexPlan, change_set, file_changes, fingerprint_file, \
     should_retrain
 from tasks.video.clips import clip_spec
@@ -60,22 +61,11 @@ def validate_layout_task(root: Path, max_videos: int | None, store_path: Path, f
     return validate_layout(root, max_videos)
 
 
-def _not_user_error(task, task_run, state) -> bool:
-    """Retry I/O failures, not the user's mistakes (a reordered index fails the same way every time)."""
-    try:
-        state.result()
-    except UserError:
-        return False
-    except Exception:
-        return True
-    return True
-
-
 @task(name="scan-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(1),
-      retry_condition_fn=_not_user_error)
+      retry_condition_fn=retry_unless_user_error)
 def scan_videos_task(config: PipelineConfig, layout: LayoutReport) -> IndexPlan:
     """Fingerprint the video files (hashing only those whose size or mtime changed) and plan the rows."""
-    store = Store(config.store.path)
+    store = open_store(config.store)
     return plan_for(store.peek(config.dataset.name, "clips", clip_spec(config.clips)), layout.videos)
 
 
@@ -116,7 +106,7 @@ def reprocess_flow(config: PipelineConfig) -> dict:
     if not layout.ok:
         raise UserError(f"dataset.root {root}: {layout.summary()}")
     plan = scan_videos_task(config, layout)
-    store = Store(config.store.path)
+    store = open_store(config.store)
     annotations = annotation_checksums(root)
     recorded = store.dataset_attrs(config.dataset.name).get(RECORD, {}).get("annotations")
     changes = change_set(plan, file_changes(recorded, annotations))
@@ -133,7 +123,7 @@ def reprocess_flow(config: PipelineConfig) -> dict:
         result.update(decoded_now=clips["decoded_now"], extracted_now=features["extracted_now"],
                       clips=clips, features=features)
     if changes.annotations:
-        text = build_text_task(config.text, root, config.store.path, config.dataset.name, config.seed,
+        text = build_text_task(config.text, root, config.store, config.dataset.name, config.seed,
                                text_spec(config.text, root))
         store.update_dataset_attrs(config.dataset.name, **{RECORD: {"annotations": annotations}})
         result.update(text_built=text["built_now"], text=text)

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from configs.errors import UserError
 from configs.schema import RunnerConfig
 
 TELEMETRY_OFF = {
@@ -38,30 +37,48 @@ def prepare_environment(data_dir: Path) -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+STACK_URL_FILE = "stack-api-url"  # written by scripts/stack.sh into the Prefect home it serves
+
+
+def running_stack_api(data_dir: Path | None, timeout_s: float = 2.0) -> str | None:
+    """The API URL of a `make stack` serving this data folder's Prefect home, when it answers /health."""
+    if data_dir is None:
+        return None
+    file = Path(os.environ.get("PREFECT_HOME") or prefect_home(data_dir)) / STACK_URL_FILE
+    try:
+        url = file.read_text().strip()
+    except OSError:
+        return None
+    import urllib.request
+
+    try:  # a stack that died without stack_down leaves its file behind: trust only a server that answers
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as response:
+            return url if response.status == 200 else None
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
-def prefect_api(runner: RunnerConfig) -> Iterator[str]:
-    """Use the configured Prefect API (a running server, or the test harness); else start a temporary one.
+def prefect_api(runner: RunnerConfig, data_dir: Path | None = None) -> Iterator[str]:
+    """Use the configured Prefect API (a running server, or the test harness), else a running stack serving
+    `data_dir`'s Prefect home (see `running_stack_api`), else start a temporary one.
 
     The URL is exported to the environment for the duration, so Dask worker processes report to the
-    same server instead of each starting their own. A temporary server gets
+    same server instead of each starting their own. The temporary server is shared by the project's
+    commands that run at the same time (flows/prefect_server.py) and gets
     `runner.prefect_startup_timeout_s` to answer.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
-    server = None
+    # A running `make stack` over the same Prefect home comes next, so CLI runs show up live in its UI.
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or running_stack_api(data_dir)
+    home = None
     if not url:
-        from prefect.server.api.server import SubprocessASGIServer
+        from flows import prefect_server
 
-        server = SubprocessASGIServer()
-        try:
-            server.start(timeout=runner.prefect_startup_timeout_s)
-        except RuntimeError as error:
-            server.stop()  # a server that answers late must not outlive the command
-            raise UserError(f"The temporary Prefect server did not answer within runner.prefect_startup_timeout_s="
-                            f"{runner.prefect_startup_timeout_s:g} s; raise it, or set PREFECT_API_URL to a running "
-                            "server.") from error
-        url = server.api_url
+        # One temporary server per project, shared by commands that run at the same time.
+        home = Path(os.environ.get("PREFECT_HOME") or prefect_home(data_dir or Path("data")))
+        url = prefect_server.join(home, runner.prefect_startup_timeout_s)
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
@@ -72,9 +89,11 @@ def prefect_api(runner: RunnerConfig) -> Iterator[str]:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
-        if server is not None:
+        if home is not None:
+            from flows import prefect_server
+
             _drain_prefect_workers()
-            server.stop()
+            prefect_server.leave(home)
 
 
 def _drain_prefect_workers() -> None:

@@ -44,6 +44,12 @@ def serve_all(config_path: str | Path | None, *, overrides: list[str] | None = N
     # Config mistakes first: they are the user's to fix whatever server is running.
     deployments = build_deployments(config_path, overrides, schedule_cron=schedule_cron)
     require_api_url()
+    if config_path is not None:
+        from configs.loader import load_config
+        from flows.writer_slot import ensure_store_limit
+
+        # The writer deployments share the store's one slot on this server (flows/writer_slot.py).
+        ensure_store_limit(load_config(Path(config_path), list(overrides or [])))
     serve(*deployments, limit=limit)
 
 

@@ -1,4 +1,4 @@
-"""The `pipeline` run's summary for the Prefect UI: accuracy beside the baseline, videos, links to MLflow."""
+"""The `pipeline` run's summary for the Prefect UI: accuracy beside the comparison models, videos, MLflow links."""
 
 from __future__ import annotations
 
@@ -25,20 +25,25 @@ def _ref(label: str, url: str | None) -> str:
 
 def pipeline_markdown(dataset: str, tracking_uri: str, experiment_id: str, parent_run_id: str, model: str,
                       trained: dict[str, Any], videos: dict[str, int]) -> str:
-    """Markdown: test accuracy overall and per question type beside the baseline, video counts, MLflow links."""
+    """Markdown: test accuracy overall and per question type beside each comparison model, videos, MLflow links."""
     links = mlflow_links(tracking_uri, experiment_id)
     run = links["run"] or (lambda run_id: None)
-    has_baseline = "baseline_test_acc" in trained
-    by_type = trained.get("test_acc_by_type") or {}
-    base_by_type = trained.get("baseline_test_acc_by_type") or {}
+    # One column per model: the configured one, then each comparison run (train.compare_with).
+    columns = {model: {"test_acc": trained.get("test_acc"), "test_acc_by_type": trained.get("test_acc_by_type") or {}}}
+    others = dict(trained.get("comparisons") or {})
+    if not others and "baseline_test_acc" in trained:
+        others["question_only"] = {"test_acc": trained["baseline_test_acc"],
+                                   "test_acc_by_type": trained.get("baseline_test_acc_by_type") or {}}
+    columns.update(others)
+    labels = ["question-only baseline" if name == "question_only" else name for name in columns]
     counts = trained.get("counts_by_type") or {}
-    header = f"| question type | questions | {model} |" + (" question-only baseline |" if has_baseline else "")
-    rule = "|---|---:|---:|" + ("---:|" if has_baseline else "")
-    rows = [f"| **all** | {sum(counts.values()) or '-'} | {_pct(trained.get('test_acc'))} |"
-            + (f" {_pct(trained.get('baseline_test_acc'))} |" if has_baseline else "")]
-    for qtype in sorted(set(by_type) | set(base_by_type)):
-        rows.append(f"| {qtype} | {counts.get(qtype, '-')} | {_pct(by_type.get(qtype))} |"
-                    + (f" {_pct(base_by_type.get(qtype))} |" if has_baseline else ""))
+    header = "| question type | questions | " + " | ".join(labels) + " |"
+    rule = "|---|---:|" + "---:|" * len(columns)
+    rows = [f"| **all** | {sum(counts.values()) or '-'} | "
+            + " | ".join(_pct(c.get("test_acc")) for c in columns.values()) + " |"]
+    for qtype in sorted(set().union(*(c.get("test_acc_by_type") or {} for c in columns.values()))):
+        rows.append(f"| {qtype} | {counts.get(qtype, '-')} | "
+                    + " | ".join(_pct((c.get("test_acc_by_type") or {}).get(qtype)) for c in columns.values()) + " |")
     lines = [f"# Pipeline: {dataset}", "", "## Test accuracy", "", header, rule, *rows, "",
              "## Videos", "",
              f"- in the dataset: {videos.get('videos', '-')}",
@@ -48,8 +53,11 @@ def pipeline_markdown(dataset: str, tracking_uri: str, experiment_id: str, paren
              f"- pipeline run: {_ref(parent_run_id, run(parent_run_id))}"]
     if trained.get("train_run_id"):
         lines.append(f"- {model} run: {_ref(trained['train_run_id'], run(trained['train_run_id']))}")
-    if trained.get("baseline_run_id"):
-        lines.append(f"- baseline run: {_ref(trained['baseline_run_id'], run(trained['baseline_run_id']))}")
+    for name, other in others.items():
+        run_id = other.get("run_id") or (trained.get("baseline_run_id") if name == "question_only" else None)
+        if run_id:
+            label = "baseline" if name == "question_only" else name
+            lines.append(f"- {label} run: {_ref(run_id, run(run_id))}")
     if trained.get("registered_model") and trained.get("version"):
         name, version = trained["registered_model"], trained["version"]
         url = links["model"](name, version) if links["model"] else None

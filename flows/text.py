@@ -1,7 +1,7 @@
 """Text flow: tokenise, build vocabularies, encode every split and the GloVe matrix into the store.
 
 `build_text_task` is the one build-text task (the text, baseline and reprocess flows use it). It is keyed
-by its inputs (the text spec: settings plus annotation and GloVe checksums, the store path) and its
+by its inputs (the text spec: settings plus annotation and GloVe checksums, the store settings) and its
 source, and only while the store still holds that complete text group; a deleted store or group gives
 no key, so the task runs instead of answering from the cache. The cache expires, so stale records do not
 pile up in PREFECT_HOME.
@@ -16,9 +16,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
-from configs.schema import PipelineConfig, TextConfig
+from configs.schema import PipelineConfig, StoreConfig, TextConfig
 from flows.naming import flow_run_name
-from storage.store import Store, spec_hash
+from flows.writer_slot import writer_flow_slot
+from storage.store import open_store, spec_hash, store_exists
 from tasks.text.store import build_text, text_spec
 
 CACHE_EXPIRATION = timedelta(days=7)
@@ -29,10 +30,11 @@ class WhileStored(CachePolicy):
     """INPUTS + TASK_SOURCE while the store holds the complete text group of `spec`; no key (no cache) else."""
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
-        path = Path(inputs["store_path"])
+        store: StoreConfig = inputs["store"]
         group = f"{inputs['dataset']}/text/{spec_hash(inputs['spec'])}"
         try:
-            complete = path.exists() and Store(path, mode="r").open(group).attrs.get("complete")
+            complete = (store_exists(store.path, store.endpoint_url, store.region)
+                        and open_store(store, mode="r").open(group).attrs.get("complete"))
         except KeyError:
             complete = False
         if not complete:
@@ -41,9 +43,9 @@ class WhileStored(CachePolicy):
 
 
 @task(name="build-text", cache_policy=WhileStored(), cache_expiration=CACHE_EXPIRATION)
-def build_text_task(text: TextConfig, root: Path, store_path: Path, dataset: str, seed: int, spec: dict) -> dict:
+def build_text_task(text: TextConfig, root: Path, store: StoreConfig, dataset: str, seed: int, spec: dict) -> dict:
     """Build (or reuse) the text group; `spec` is what the cache is keyed by."""
-    summary = build_text(text, root, store_path, dataset, seed)
+    summary = build_text(text, root, store, dataset, seed)
     out = asdict(summary)
     out["ref"] = summary.ref.path
     out["vocab_path"] = str(summary.vocab_path)
@@ -53,14 +55,15 @@ def build_text_task(text: TextConfig, root: Path, store_path: Path, dataset: str
 def build_text_for(config: PipelineConfig) -> dict:
     """The build-text task on this config's text settings, dataset and store."""
     root = Path(config.dataset.root)
-    return build_text_task(config.text, root, config.store.path, config.dataset.name, config.seed,
+    return build_text_task(config.text, root, config.store, config.dataset.name, config.seed,
                            text_spec(config.text, root))
 
 
 @flow(name="text", flow_run_name=flow_run_name)
 def text_flow(config: PipelineConfig) -> dict:
     """Questions, vocabularies and GloVe: built once per text spec, reused after."""
-    summary = build_text_for(config)
+    with writer_flow_slot(config):  # a deployment run holds the store's writer slot (flows/writer_slot.py)
+        summary = build_text_for(config)
     if config.text.glove_path is None:
         get_run_logger().warning("text.glove_path is not set: word embeddings start random")
     get_run_logger().info("text %s: %d question tokens, %d answers, GloVe found %d, missing %d",

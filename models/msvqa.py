@@ -8,10 +8,12 @@ model normalises exactly as in training). Which layers train is decided by the c
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar, ContextManager
+import types
+from typing import ClassVar, ContextManager, Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from configs.schema import ModelConfig
 from models.backbones import NormalizeClips, NormalizeInput, build_backbone
@@ -32,6 +34,60 @@ def _float32_where_cpu_bf16_conv3d_fails(clips: torch.Tensor) -> ContextManager:
     return contextlib.nullcontext()
 
 
+def _stages(backbone: nn.Module) -> list[nn.Module]:
+    """The units whose activations checkpointing drops: ResNet stages (layer1-4), else the tiny ones' trunk.
+
+    Whole stages, never single layers: an in-place ReLU must stay in the unit of the layer whose output it
+    overwrites, or the recomputation finds its saved input changed.
+    """
+    stages = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
+    if not stages and isinstance(getattr(backbone, "features", None), nn.Sequential):
+        stages = [backbone.features]
+    if not stages:
+        raise ValueError(f"model.checkpoint_activations: no stages found in {type(backbone).__name__}")
+    return stages
+
+
+@contextlib.contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Undo buffer updates inside: the recomputation must not count a batch twice in BatchNorm's statistics."""
+    saved = [buffer.clone() for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(module.buffers(), saved):
+                buffer.copy_(value)
+
+
+def _checkpoint_forward(stage: nn.Module) -> None:
+    """Make `stage` keep only its input for the backward pass and recompute its activations there.
+
+    A bound method on the instance: parameter names (and saved weights) stay as they are, and a deep copy
+    binds it to the copy.
+    """
+    stage.forward = types.MethodType(_checkpointed_forward, stage)
+
+
+def _checkpointed_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    plain = type(stage).forward
+    if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in stage.parameters()))):
+        return plain(stage, x)
+    calls = 0
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return plain(stage, inputs)
+        with _buffers_kept(stage):  # the backward pass's recomputation
+            return plain(stage, inputs)
+
+    # Non-reentrant: works when only the parameters, not the input, need gradients; RNG state is
+    # restored for the recomputation, so dropout draws the same masks.
+    return checkpoint(run, x, use_reentrant=False)
+
+
 class MSVQA(nn.Module):
     """Backbones -> DualVGR, end to end. Takes `batch.appearance_clips` and `batch.motion_clips`."""
 
@@ -39,17 +95,32 @@ class MSVQA(nn.Module):
     uses_clips: ClassVar[bool] = True
 
     def __init__(self, qa: DualVGR, appearance_backbone: nn.Module, motion_backbone: nn.Module,
-                 appearance_normalization: str, motion_normalization: str) -> None:
+                 appearance_normalization: str, motion_normalization: str, checkpoint_activations: bool = False) -> None:
         super().__init__()
         self.qa = qa
         self.appearance_backbone = appearance_backbone
         self.motion_backbone = motion_backbone
         self.appearance_input = NormalizeInput(appearance_normalization)
         self.motion_input = NormalizeClips(motion_normalization)
+        self.backbones_trainable = True
+        if checkpoint_activations:
+            for backbone in (appearance_backbone, motion_backbone):
+                for stage in _stages(backbone):
+                    _checkpoint_forward(stage)
 
     def set_backbones_trainable(self, trainable: bool) -> None:
+        """Frozen backbones also stay in eval mode, so training steps leave their BatchNorm statistics alone."""
+        self.backbones_trainable = trainable
         for backbone in (self.appearance_backbone, self.motion_backbone):
             backbone.requires_grad_(trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "MSVQA":
+        super().train(mode)
+        if not self.backbones_trainable:
+            self.appearance_backbone.eval()
+            self.motion_backbone.eval()
+        return self
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame appearance [B, C, F, Da] and per-clip motion [B, C, Dm] features of the raw clips."""
@@ -80,4 +151,5 @@ def build_msvqa(cfg: ModelConfig, sizes: ModelSizes) -> MSVQA:
     app, mot = build_backbone(sizes.appearance_backbone), build_backbone(sizes.motion_backbone)
     inner = {**sizes.__dict__, "appearance_dim": app.out_dim, "motion_dim": mot.out_dim}
     qa = build_model(cfg.model_copy(update={"name": "dualvgr"}), **inner)
-    return MSVQA(qa, app, mot, sizes.appearance_normalization, sizes.motion_normalization)
+    return MSVQA(qa, app, mot, sizes.appearance_normalization, sizes.motion_normalization,
+                 checkpoint_activations=cfg.checkpoint_activations)

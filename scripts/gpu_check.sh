@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks, as one short script for a lent GPU machine (about 7 minutes): the tests that run on a
+# The GPU checks, as one short script for a lent GPU machine (about 9 minutes): the tests that run on a
 # CUDA device, then the feature and training benchmarks with the paper-size backbones and model.
 #
 # That machine reaches no package registry and has its own Python 3.12 with PyTorch. Prepare here first:
@@ -47,5 +47,8 @@ step features 100 "$py" benchmarks/features.py --appearance resnet101 --motion r
 # the paper backbones training, bf16 (batch 4, halved while it does not fit: ResNet-101 alone trains on
 # 512 frames of 224 px per batch of 4).
 step train_step 220 "$py" benchmarks/train_step.py --e2e on
-grep -h '^{' "$out/features.log" "$out/train_step.log" >"$out/results.jsonl" 2>/dev/null
+# MSVQA at the batch configs/msvd_qa.yaml documents for it (slices of 4, activation checkpointing): one
+# optimizer step's peak memory and time, so each lent GPU confirms that the configured batch fits.
+step msvqa_memory 120 "$py" benchmarks/msvqa_memory.py
+grep -h '^{' "$out/features.log" "$out/train_step.log" "$out/msvqa_memory.log" >"$out/results.jsonl" 2>/dev/null
 cat "$out/results.jsonl"

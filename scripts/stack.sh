@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start the local msvqa stack, every service on 127.0.0.1 (stop it with scripts/stack_down.sh):
-#   Prefect server + UI   http://127.0.0.1:${PREFECT_PORT:-4200}      (PREFECT_HOME=data/stack/prefect)
-#   MLflow server + UI    http://127.0.0.1:${MLFLOW_PORT:-5000}       (sqlite:///data/stack/mlflow.db, data/stack/mlartifacts)
+#   Prefect server + UI   http://127.0.0.1:${PREFECT_PORT:-4200}      (PREFECT_HOME=data/demo/prefect)
+#   MLflow server + UI    http://127.0.0.1:${MLFLOW_PORT:-5000}       (sqlite:///data/demo/mlflow.db, data/demo/mlartifacts)
+# One project, one set of stores: the same Prefect database and MLflow store as `make demo` and the CLI
+# (DATA overrides the folder), so demo runs show up in both UIs, live while the stack is up.
 #   Dask scheduler        tcp://127.0.0.1:${DASK_PORT:-8786}, dashboard :${DASK_DASHBOARD_PORT:-8787} (needs bokeh)
 #   two Dask workers      one process each, on random 127.0.0.1 ports
 #   msvqa serve           every deployment, runs on the Dask cluster, tracked in the MLflow server
@@ -13,7 +15,8 @@ ROOT=$PWD
 BIN=${BIN:-$ROOT/.venv/bin}
 CONFIG=${1:-configs/demo.yaml}
 shift || true
-STACK=$ROOT/data/stack
+STACK=$ROOT/data/stack  # the stack's own pids and logs
+DATA=${DATA:-$ROOT/data/demo}  # the stores it serves: configs/demo.yaml's data_dir
 PIDS=$STACK/pids
 LOGS=$STACK/logs
 PREFECT_PORT=${PREFECT_PORT:-4200}
@@ -24,10 +27,10 @@ DASK_DASHBOARD_PORT=${DASK_DASHBOARD_PORT:-8787}
 SERVE_CMD=${SERVE_CMD:-"$BIN/msvqa serve"}
 
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
-export PREFECT_HOME=$STACK/prefect
+export PREFECT_HOME=$DATA/prefect
 export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
 export PREFECT_SERVER_LOGGING_LEVEL=WARNING DASK_LOGGING__DISTRIBUTED=warning
-mkdir -p "$PIDS" "$LOGS" "$PREFECT_HOME" "$STACK/mlartifacts"
+mkdir -p "$PIDS" "$LOGS" "$PREFECT_HOME" "$DATA/mlartifacts"
 
 for file in "$PIDS"/*.pid; do
   [ -e "$file" ] || continue
@@ -80,8 +83,11 @@ PY
 }
 
 start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+# MLflow 3.17's UI shows its "collects usage data" notice on its home page whatever the server's telemetry
+# setting (only a dismissal stored in the browser hides it), so the printed link opens the experiments list,
+# in the model-training view (the UI's default view is GenAI, a browser preference the query overrides).
 start mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
-  --backend-store-uri "sqlite:///$STACK/mlflow.db" --artifacts-destination "$STACK/mlartifacts"
+  --backend-store-uri "sqlite:///$DATA/mlflow.db" --artifacts-destination "$DATA/mlartifacts"
 start dask-scheduler "$BIN/dask" scheduler --host 127.0.0.1 --port "$DASK_PORT" \
   --dashboard-address "127.0.0.1:$DASK_DASHBOARD_PORT"
 wait_for dask-scheduler "127.0.0.1:$DASK_PORT" 60
@@ -91,16 +97,18 @@ for n in 1 2; do
 done
 wait_for prefect-server "$PREFECT_API_URL/health" 120
 wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 120
+# The CLI (flows/runtime.running_stack_api) reports its runs to this server while it answers.
+echo "$PREFECT_API_URL" >"$PREFECT_HOME/stack-api-url"
 # shellcheck disable=SC2086  # SERVE_CMD is a command line on purpose
 start serve $SERVE_CMD "$CONFIG" --set runner.kind=dask --set "runner.address=tcp://127.0.0.1:$DASK_PORT" \
-  --set "tracking.uri=http://127.0.0.1:$MLFLOW_PORT" --set "tracking.artifact_location=$STACK/mlartifacts" "$@"
+  --set "tracking.uri=http://127.0.0.1:$MLFLOW_PORT" --set "tracking.artifact_location=$DATA/mlartifacts" "$@"
 sleep 3
 kill -0 "$(cat "$PIDS/serve.pid")" 2>/dev/null || fail "serve exited" serve
 
 cat <<EOF
 msvqa stack up (logs: data/stack/logs, stop: scripts/stack_down.sh)
   Prefect UI      http://127.0.0.1:$PREFECT_PORT   (export PREFECT_API_URL=$PREFECT_API_URL)
-  MLflow UI       http://127.0.0.1:$MLFLOW_PORT
+  MLflow UI       http://127.0.0.1:$MLFLOW_PORT/#/experiments?workflowType=machine_learning
   Dask scheduler  tcp://127.0.0.1:$DASK_PORT   dashboard http://127.0.0.1:$DASK_DASHBOARD_PORT/status
   Deployments: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run pipeline/pipeline
 EOF

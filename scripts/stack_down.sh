@@ -28,6 +28,7 @@ stop() {  # stop NAME: TERM the group its pid leads, KILL it after 20 s
 for name in serve dask-worker-2 dask-worker-1 dask-scheduler mlflow prefect-server; do
   stop "$name"
 done
+rm -f "${DATA:-$PWD/data/demo}/prefect/stack-api-url"  # the CLI starts its own Prefect server again
 for file in "$PIDS"/*.pid; do  # anything else stack.sh may start in later versions
   [ -e "$file" ] && stop "$(basename "$file" .pid)"
 done

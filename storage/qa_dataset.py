@@ -94,13 +94,21 @@ class VideoArrays:
         return self._handle().shape(name)
 
 
-def loader_context(num_workers: int) -> str | None:
-    """The multiprocessing start method for DataLoader workers that read the store lazily.
+def loader_context(num_workers: int, dataset: object = None) -> str | None:
+    """The multiprocessing start method for DataLoader workers: "forkserver" when they read the store lazily.
 
-    The store's I/O runtime does not survive a fork of a process that already used it, so workers
-    start from a fresh forkserver process (cheap: one server, then forks of it) instead.
+    The store's I/O runtime does not survive a fork of a process that already used it, so such workers
+    start from a fresh forkserver process instead; data held in memory keeps the default (fork).
     """
-    return "forkserver" if num_workers > 0 else None
+    if num_workers == 0:
+        return None
+    while hasattr(dataset, "dataset") and not isinstance(dataset, QADataset):  # torch Subset and the like
+        dataset = dataset.dataset
+    if isinstance(dataset, QADataset):
+        lazy = [arrays for arrays in (dataset.features, dataset.clips) if arrays is not None and not arrays.in_memory]
+        if not lazy:
+            return None
+    return "forkserver"
 
 
 def group_nbytes(ref: GroupRef, names: tuple[str, ...]) -> int:

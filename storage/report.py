@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from storage.location import StoreLocation
-from storage.store import Store, store_exists
+from storage.store import open_store, store_exists
 
 
-def store_report(path: StoreLocation | Path | str, snapshot: str | None = None, endpoint_url: str | None = None,
-                 region: str | None = None) -> dict:
-    """Every group at one snapshot (`snapshot`: an id or a tag; the branch tip when None)."""
-    location = StoreLocation.of(path, endpoint_url=endpoint_url, region=region)
-    if not store_exists(location):
-        raise FileNotFoundError(f"store.path {location.url} does not exist yet: run a stage first")
-    store = Store(location, mode="r", snapshot=snapshot)
+def store_report(store_cfg: Any) -> dict:
+    """Every group of the store a `StoreConfig` names, at its snapshot (an id or a tag; the branch tip when unset)."""
+    if not store_exists(store_cfg.path, store_cfg.endpoint_url, store_cfg.region):
+        raise FileNotFoundError(f"store.path {store_cfg.path} does not exist yet: run a stage first")
+    store = open_store(store_cfg, mode="r")
+    location = store.location
     groups = []
     for dataset in store.datasets():
         for kind in store.kinds(dataset):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from configs.errors import UserError
+from configs.schema import StoreConfig
 from models.types import Batch
 from storage.store import Store
 from tasks.serving.bundle import load_bundle
@@ -151,13 +152,13 @@ def test_search_ranks_stored_videos_by_answer_probability(bundle_path, tmp_path)
     bundle = load_bundle(bundle_path)
     _fake_store(tmp_path / "store.zarr", bundle)
     question = "what color is the square at the beginning?"
-    found = search_bundle(bundle, question, answer="red", top=4, store_path=tmp_path / "store.zarr", batch_size=3)
+    found = search_bundle(bundle, question, answer="red", top=4, store=StoreConfig(path=tmp_path / "store.zarr"), batch_size=3)
     assert found["videos_scored"] == 9  # 10 stored, the incomplete one skipped
     scores = [row["score"] for row in found["rows"]]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     assert "clip9" not in {row["video"] for row in found["rows"]}
     # Each score is the model's P(red) for that video's stored features, batched or not.
-    everything = search_bundle(bundle, question, answer="red", top=9, store_path=tmp_path / "store.zarr")
+    everything = search_bundle(bundle, question, answer="red", top=9, store=StoreConfig(path=tmp_path / "store.zarr"))
     group = Store(tmp_path / "store.zarr", mode="r").find(bundle.config.dataset.name, "features")[0]
     first = everything["rows"][0]
     row = first["video_id"] - 100
@@ -171,9 +172,9 @@ def test_search_ranks_stored_videos_by_answer_probability(bundle_path, tmp_path)
     assert first["score"] == pytest.approx(torch.softmax(logits, -1)[0, red].item(), abs=1e-6)
     assert found["rows"][0] == first
     # Without --answer the score is each video's top-answer confidence.
-    confident = search_bundle(bundle, question, top=9, store_path=tmp_path / "store.zarr")
+    confident = search_bundle(bundle, question, top=9, store=StoreConfig(path=tmp_path / "store.zarr"))
     for row in confident["rows"][:3]:
-        alone = search_bundle(bundle, question, answer=row["top_answer"], store_path=tmp_path / "store.zarr",
+        alone = search_bundle(bundle, question, answer=row["top_answer"], store=StoreConfig(path=tmp_path / "store.zarr"),
                               video_ids={row["video_id"]})
         assert alone["rows"][0]["score"] == pytest.approx(row["score"], abs=1e-6)
     assert len({row["top_answer"] for row in confident["rows"]} - {"red", "green", "blue", "yellow", "white",
@@ -185,13 +186,13 @@ def test_search_refuses_bad_answers_and_other_feature_specs(bundle_path, tmp_pat
     question = "what color is the square at the beginning?"
     for word in ("banana", "<UNK0>"):
         with pytest.raises(UserError, match=f"--answer '{word}' is not one of the model's 6 answers"):
-            search_bundle(bundle, question, answer=word, store_path=tmp_path / "none.zarr")
+            search_bundle(bundle, question, answer=word, store=StoreConfig(path=tmp_path / "none.zarr"))
     with pytest.raises(UserError, match="store.path .*none.zarr does not exist"):
-        search_bundle(bundle, question, store_path=tmp_path / "none.zarr")
+        search_bundle(bundle, question, store=StoreConfig(path=tmp_path / "none.zarr"))
     _fake_store(tmp_path / "other.zarr", bundle, seed_offset=1)  # features of differently seeded backbones
     with pytest.raises(UserError, match=f"no tiny features with the model's feature spec {bundle.feature_hash} "
                                         r".*seed 0\); it holds: \w{12} .*seed 1\)"):
-        search_bundle(bundle, question, store_path=tmp_path / "other.zarr")
+        search_bundle(bundle, question, store=StoreConfig(path=tmp_path / "other.zarr"))
 
 
 @pytest.mark.realdata

@@ -161,6 +161,11 @@ def test_unusable_files_raise_user_errors(tmp_path):
 
 def random_msvqa_bundle(tmp_path: Path, seed: int = 0) -> Path:
     """A bundle of an untrained end-to-end MSVQA on the tiny config's backbones (tiny2d, tiny3d)."""
+    return saved_msvqa(tmp_path, seed)[0]
+
+
+def saved_msvqa(tmp_path: Path, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """`random_msvqa_bundle`, and the model object that was saved into it."""
     config = tiny_pipeline_config(tmp_path, name="msvqa")
     vocab = tiny_vocab()
     torch.manual_seed(seed)
@@ -175,15 +180,16 @@ def random_msvqa_bundle(tmp_path: Path, seed: int = 0) -> Path:
     clips = spec_hash(clip_spec(config.clips))
     # MSVQA trains its backbones: whatever feature group the store holds does not describe them.
     hashes = {"text": "t" * 12, "clips": clips, "features": "f" * 12}
-    return save_bundle(tmp_path / "msvqa" / "bundle.pt", config=config, vocab=vocab, model=model,
+    path = save_bundle(tmp_path / "msvqa" / "bundle.pt", config=config, vocab=vocab, model=model,
                        spec_hashes=hashes, metrics={"val_acc": 0.3})
+    return path, model
 
 
 def test_msvqa_bundles_carry_their_backbones(tmp_path):
-    path = random_msvqa_bundle(tmp_path)
+    path, original = saved_msvqa(tmp_path)
     bundle = load_bundle(path)
     assert bundle.config.model.name == "msvqa" and bundle.uses_clips and bundle.uses_video
-    original = load_bundle(path).model  # a second load: the same weights, independently rebuilt
+    original.eval()  # the model that was saved, as inference runs it
     torch.manual_seed(3)
     c, f = bundle.config.clips.num_clips, bundle.config.clips.frames_per_clip
     a, m = bundle.config.clips.appearance_size, bundle.config.clips.motion_size

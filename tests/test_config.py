@@ -58,3 +58,33 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": None}) == {"a.b": 1, "a.c.d": "x", "e": None}
+
+
+def test_every_config_field_has_a_title_and_a_one_line_description():
+    from pydantic import BaseModel
+
+    from configs import schema
+
+    models = [obj for obj in vars(schema).values()
+              if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == schema.__name__
+              and obj.model_fields]
+    assert len(models) >= 14
+    for model in models:
+        for name, field in model.model_fields.items():
+            assert field.title and field.description, f"{model.__name__}.{name}"
+            assert "\n" not in field.description and len(field.description) <= 110, f"{model.__name__}.{name}"
+
+
+def test_backbone_and_normalisation_dropdowns_list_exactly_the_registered_names():
+    from typing import get_args
+
+    from configs.schema import BackboneName, NormalizationName, PipelineConfig
+    from models.backbones.normalize import SCHEME_NAMES
+    from models.backbones.registry import BACKBONE_NAMES as _BUILDERS
+
+    assert set(get_args(BackboneName)) == set(_BUILDERS)
+    assert set(get_args(NormalizationName)) == set(SCHEME_NAMES)
+    # In the JSON schema Prefect renders, they are enumerations: dropdowns in the form.
+    backbone = PipelineConfig.model_json_schema()["$defs"]["BackboneConfig"]["properties"]
+    assert set(backbone["backbone"]["enum"]) == set(_BUILDERS)
+    assert set(backbone["normalization"]["enum"]) == set(SCHEME_NAMES)

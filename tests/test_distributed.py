@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler
 
 from configs.errors import UserError
 from tasks.train.distributed import DistContext, epoch_sampler, per_rank_batch, shard, torchrun_command
@@ -87,8 +86,11 @@ JOB = textwrap.dedent('''
 def test_epoch_order_is_the_same_for_any_world_size():
     data = list(range(23))
     single = list(epoch_sampler(data, seed=5, epoch=2, ctx=DistContext()))
-    reference = list(RandomSampler(data, generator=torch.Generator().manual_seed(5 * 100_003 + 2)))
-    assert single == reference
+    assert sorted(single) == data and single != data  # a shuffled permutation
+    assert list(epoch_sampler(data, seed=5, epoch=2, ctx=DistContext())) == single  # (seed, epoch) alone decide
+    # Every (seed, epoch) of a run and of its neighbours' runs gets its own order.
+    orders = {tuple(epoch_sampler(data, seed=s, epoch=e, ctx=DistContext())) for s in range(4) for e in range(25)}
+    assert len(orders) == 100
     ranks = [list(epoch_sampler(data, seed=5, epoch=2, ctx=DistContext(rank=r, world_size=2))) for r in (0, 1)]
     assert ranks[0] == single[0::2] and ranks[1][:11] == single[1::2]  # the last item pads rank 1
     assert list(epoch_sampler(data, seed=5, epoch=3, ctx=DistContext())) != single
@@ -106,6 +108,18 @@ def test_torchrun_command_runs_this_module():
     command = torchrun_command(Path("c.yaml"), ["train.qa.epochs=1"], nproc=4, json_out=True)
     assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
                            "cli.distributed", "c.yaml", "--set", "train.qa.epochs=1", "--json"]
+
+
+def test_torchrun_command_spans_nodes_through_a_c10d_rendezvous():
+    command = torchrun_command(Path("c.yaml"), [], nproc=2, nnodes=3, node_rank=1, rdzv_endpoint="10.0.0.5:29400",
+                               rdzv_id="job7")
+    assert command[1:] == ["-m", "torch.distributed.run", "--nnodes=3", "--node-rank=1", "--rdzv-backend=c10d",
+                           "--rdzv-endpoint=10.0.0.5:29400", "--rdzv-id=job7", "--nproc_per_node=2", "-m",
+                           "cli.distributed", "c.yaml"]
+    with pytest.raises(UserError, match="--rdzv-endpoint"):
+        torchrun_command(Path("c.yaml"), nnodes=2)
+    with pytest.raises(UserError, match="--node-rank 2"):
+        torchrun_command(Path("c.yaml"), nnodes=2, node_rank=2, rdzv_endpoint="127.0.0.1:1")
 
 
 def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -152,7 +166,7 @@ def test_entry_point_under_torchrun_tracks_once(tmp_path):
     write_annotations(tmp_path / "dataset")
     config = tiny_config(tmp_path)
     config = config.model_copy(update={"data_dir": tmp_path})
-    build_text(config.text, config.dataset.root, config.store.path, config.dataset.name)
+    build_text(config.text, config.dataset.root, config.store, config.dataset.name)
     path = tmp_path / "config.yaml"
     path.write_text(config_to_yaml(config))
     done = _torchrun("-m", "cli.distributed", str(path), "--set", "train.qa.epochs=2", "--json")
@@ -167,3 +181,57 @@ def test_entry_point_under_torchrun_tracks_once(tmp_path):
     child = next(run for run in runs if run.info.run_name == "question_only")
     assert child.data.params["world_size"] == "2"
     assert child.data.metrics["test_acc"] == pytest.approx(summary["test_acc"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_end_like_two_processes_on_one_node(tmp_path):
+    """`--nnodes 2` on loopback (two torchrun launchers, one rank each, c10d rendezvous) ends with the
+    metrics of `--nproc 2` on one node: the ranks, the data and the order are the same."""
+    from configs.loader import config_to_yaml
+    from tasks.text.store import build_text
+    from test_baseline import tiny_config, write_annotations
+
+    write_annotations(tmp_path / "dataset")
+    config = tiny_config(tmp_path).model_copy(update={"data_dir": tmp_path})
+    build_text(config.text, config.dataset.root, config.store, config.dataset.name)
+    path = tmp_path / "config.yaml"
+    path.write_text(config_to_yaml(config))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+
+    def summary(stdout: str) -> dict:
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        assert len(lines) == 1, stdout[-2000:]
+        return json.loads(lines[0])
+
+    one_node = _torchrun("-m", "cli.distributed", str(path), "--set", "train.qa.epochs=2",
+                         "--set", f"train.checkpoint_dir={tmp_path / 'ckpt-one'}", "--json")
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = []
+    for rank in (0, 1):
+        command = torchrun_command(path, ["train.qa.epochs=2", f"train.checkpoint_dir={tmp_path / 'ckpt-two'}"],
+                                   nproc=1, json_out=True, nnodes=2, node_rank=rank, rdzv_endpoint=endpoint,
+                                   rdzv_id="two-nodes")
+        nodes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      cwd=REPO, env=env, start_new_session=True))
+    outputs = []
+    try:
+        outputs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    reports = [line for out, _ in outputs for line in out.splitlines() if line.startswith("{")]
+    assert len(reports) == 1  # global rank 0 alone reports
+    two_nodes, reference = json.loads(reports[0]), summary(one_node.stdout)
+    for key in ("val_acc", "test_acc", "test_acc_by_type", "baseline_test_acc"):
+        assert two_nodes.get(key) == reference.get(key), key

@@ -259,3 +259,39 @@ def test_invalid_manifest_is_a_user_error(tmp_path: Path) -> None:
 def test_no_dataset_and_nothing_configured(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="holds no MSVD-QA dataset"):
         ensure_dataset(DatasetConfig(root=tmp_path / "empty"))
+
+
+def test_prefect_retries_transient_failures_but_not_a_checksum_mismatch(site, tmp_path: Path) -> None:
+    from prefect import flow, task
+    from prefect.testing.utilities import prefect_test_harness
+
+    from configs.schema import PipelineConfig
+    from flows.ingest import ensure_dataset_task
+    from flows.retries import retry_unless_user_error
+
+    sources, _ = _dataset_sources(site)
+    config = PipelineConfig(dataset=DatasetConfig(root=tmp_path / "data", sources=[sources[0].model_copy(
+        update={"sha256": "f" * 64})]))
+    tries: list[int] = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_unless_user_error)
+    def flaky() -> int:  # a lost connection, say: the second try works
+        tries.append(len(tries))
+        if len(tries) == 1:
+            raise ConnectionResetError("peer went away")
+        return len(tries)
+
+    @flow
+    def both() -> tuple[int, str]:
+        try:
+            ensure_dataset_task(config)
+            return flaky(), "no error"
+        except UserError as error:
+            return flaky(), str(error)
+
+    with prefect_test_harness():
+        attempts, error = both()
+    assert attempts == 2 and tries == [0, 1]
+    assert "sha256 mismatch" in error
+    # One download of the zip: the mismatch failed the task at once, neither task retry fetched it again.
+    assert site.paths == ["/MSVD-QA.zip"]

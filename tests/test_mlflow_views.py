@@ -40,7 +40,7 @@ def test_experiment_opens_as_model_training_also_when_it_existed_before(tmp_path
 def test_only_video_models_become_champion_and_the_baseline_gets_its_own_alias(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from tasks.train.run import _register
+    from tasks.train.publish import register as _register
 
     tracker = open_tracker(_cfg(tmp_path), "d")
     config = SimpleNamespace(dataset=SimpleNamespace(name="d"))

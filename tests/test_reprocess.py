@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import BaseModel
 
 from configs.errors import UserError
 from configs.schema import PipelineConfig
@@ -181,7 +180,7 @@ def test_cheap_tasks_are_cached_only_while_their_inputs_and_the_store_agree(tmp_
             return validate_layout_task(root, None, config.store.path, folder_fingerprint(root), return_state=True).name
 
         def text() -> str:
-            return build_text_task(config.text, root, config.store.path, config.dataset.name, 0,
+            return build_text_task(config.text, root, config.store, config.dataset.name, 0,
                                    text_spec(config.text, root), return_state=True).name
 
         seen = [layout(), layout()]
@@ -198,20 +197,15 @@ def test_reprocess_deployment_is_scheduled_by_the_config(monkeypatch):
 
     from flows import deployments as dep
 
-    class Reprocess(BaseModel):  # the shape of `config.reprocess` the schema is to gain
-        cron: str | None = None
-        retrain_min_new_videos: int | None = None
-
-    class WithReprocess(PipelineConfig):
-        reprocess: Reprocess = Reprocess()
-
-    base = dep.load_config(DEMO, [])
-    scheduled = WithReprocess.model_validate(base.model_dump() | {"reprocess": {"cron": "30 2 * * *"}})
-    assert dep.reprocess_deployment(WithReprocess.model_validate(base.model_dump()), DEMO) is None
+    demo = dep.load_config(DEMO, [])
+    assert demo.reprocess.cron is not None  # the demo schedules reprocessing out of the box
+    unscheduled = demo.model_copy(update={"reprocess": demo.reprocess.model_copy(update={"cron": None})})
+    assert dep.reprocess_deployment(unscheduled, DEMO) is None
+    scheduled = dep.load_config(DEMO, ["reprocess.cron=30 2 * * *"])
     deployment = dep.reprocess_deployment(scheduled, DEMO, ["clips.num_clips=4"])
     assert deployment.name == "reprocess" and deployment.flow_name == "run-reprocess"
     assert [s.schedule.cron for s in deployment.schedules] == ["30 2 * * *"]
-    assert deployment.parameters == {"config_path": str(DEMO), "overrides": ["clips.num_clips=4"]}
+    assert deployment.parameters == {"config_path": str(DEMO.resolve()), "overrides": ["clips.num_clips=4"]}
     assert import_object(deployment.entrypoint) is dep.reprocess_from_file
 
     monkeypatch.setattr(dep, "load_config", lambda path, overrides: scheduled)

@@ -44,8 +44,10 @@ def _validate_defaults(name: str, parameters: dict, schema: dict) -> None:
 def test_build_deployments_covers_every_flow_with_valid_defaults():
     built = dep.build_deployments(DEMO, ["train.qa.epochs=3"], schedule_cron="0 3 * * *")
     names = [f"{d.flow_name}/{d.name}" for d in built]
-    assert names == dep.deployment_names()
-    assert {n.split("/")[1] for n in names} == set(STAGES) | {f"{s}-from-file" for s in STAGES} | {"answer", "search"}
+    # The demo config schedules reprocessing, so its deployment is served too.
+    assert names == dep.deployment_names(reprocess=True)
+    assert {n.split("/")[1] for n in names} == set(STAGES) | {f"{s}-from-file" for s in STAGES} | {
+        "answer", "search", "reprocess"}
     from prefect.utilities.importtools import import_object
 
     by_name = {d.name: d for d in built}
@@ -63,8 +65,10 @@ def test_build_deployments_covers_every_flow_with_valid_defaults():
     for name, flow_obj in dep.QUESTION_FLOWS.items():
         asking = by_name[name]
         assert import_object(asking.entrypoint) is flow_obj
-        # The demo's champion, in the demo's tracking store (resolved like every path of the config).
-        assert asking.parameters["model_uri"] == "models:/synthetic_msvd-dualvgr@champion"
+        # The demo's champion, in the demo's tracking store (resolved like every path of the config); search
+        # ranks stored features, so it asks the demo's feature model (its dualvgr comparison), not msvqa.
+        expected = {"answer": "msvqa", "search": "dualvgr"}[name]
+        assert asking.parameters["model_uri"] == f"models:/synthetic_msvd-{expected}@champion"
         assert asking.parameters["tracking_uri"].startswith("sqlite:///")
         _validate_defaults(name, asking.parameters, asking._parameter_openapi_schema.model_dump())
     assert PipelineConfig.model_validate(by_name["search"].parameters["config"]).train.qa.epochs == 3
@@ -93,7 +97,7 @@ def test_prefect_yaml_is_the_generated_one():
     text = (REPO / "prefect.yaml").read_text(encoding="utf-8")
     assert text == dep.prefect_yaml(), "prefect.yaml is stale: python -m flows.serve --print-prefect-yaml > prefect.yaml"
     declared = yaml.safe_load(text)["deployments"]
-    assert [d["name"] for d in declared] == [n.split("/")[1] for n in dep.deployment_names()]
+    assert [d["name"] for d in declared] == [n.split("/")[1] for n in dep.deployment_names(reprocess=True)]
     assert {d["work_pool"]["name"] for d in declared} == {"msvqa"}
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.importtools import import_object

@@ -118,3 +118,13 @@ def test_chunks_larger_than_a_write_slice_round_trip_and_replace_atomically(tmp_
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk", "s.zarr"]
+
+
+def test_empty_arrays_round_trip(tmp_path):
+    """An empty split's arrays have a zero-length axis: stored and read back, not refused as metadata."""
+    store = Store(tmp_path / "store")
+    group = store.spec_group("ds", "text", {"empty": True})
+    group.ensure_array("test/questions", (0, 5), "int64")
+    group.ensure_array("test/answers", (0,), "int64")
+    reread = Store(tmp_path / "store", mode="r").open(group.ref.path)
+    assert reread.read("test/questions").shape == (0, 5) and reread.read("test/answers").shape == (0,)

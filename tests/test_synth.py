@@ -290,3 +290,49 @@ def test_bad_parameters_raise() -> None:
         plan_videos(6, seed=0, frames=24, width=65, height=48)
     with pytest.raises(SynthError, match="frames must be at least 6"):
         plan_videos(6, seed=0, frames=5)
+
+
+def _object_pixels(frame: np.ndarray) -> np.ndarray:
+    return np.abs(frame.astype(int) - 40).sum(axis=2) > 90  # [H, W]: not the dark-grey background
+
+
+def _answers_seen_in(frames: list[np.ndarray], question: str) -> str:
+    """The answer to one templated question, read off the decoded frames alone (never from the plan)."""
+    first, last = _object_pixels(frames[0]), _object_pixels(frames[-1])
+
+    def colour(frame: np.ndarray, mask: np.ndarray) -> str:
+        return _nearest_color(frame[_eroded(mask, 1)].mean(axis=0))
+
+    def fill(mask: np.ndarray) -> float:  # share of its bounding box the shape covers
+        ys, xs = np.nonzero(mask)
+        return mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+
+    moved = _centroid(frames[-1]) - _centroid(frames[0])
+    if question.startswith("what color is"):
+        return colour(frames[0], first)
+    if question.startswith("what color does"):
+        return colour(frames[-1], last)
+    if question.startswith("who"):
+        ratio = (fill(first) + fill(last)) / 2  # square 1, circle pi/4, triangle 1/2
+        return "square" if ratio > 0.9 else "circle" if ratio > 0.65 else "triangle"
+    if question.startswith("where"):
+        if abs(moved[0]) > abs(moved[1]):
+            return "right" if moved[0] > 0 else "left"
+        return "down" if moved[1] > 0 else "up"
+    if question.startswith("how"):
+        # Both speeds are the same distance on either axis: ~0.71 of the short side fast, ~0.28 slow.
+        return "quickly" if np.abs(moved).max() > 0.5 * min(WIDTH, HEIGHT) else "slowly"
+    if question.startswith("when"):
+        asked = question.rstrip("?").split()[-1]
+        return "first" if asked == colour(frames[0], first) else "later"
+    raise AssertionError(f"no template for {question!r}")
+
+
+def test_every_answer_in_the_files_is_what_the_video_shows(dataset: SynthSummary) -> None:
+    names = dict(line.split()[::-1] for line in (dataset.root / "youtube_mapping.txt").read_text().splitlines())
+    records = [r for split in SPLITS for r in _records(dataset.root, split)]
+    for vid in sorted({r["video_id"] for r in records}):
+        with av.open(str(dataset.root / "video" / f"{names[f'vid{vid}']}.avi")) as container:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        for record in (r for r in records if r["video_id"] == vid):
+            assert record["answer"] == _answers_seen_in(frames, record["question"]), record

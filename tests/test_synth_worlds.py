@@ -17,7 +17,13 @@ from configs.errors import UserError
 from configs.schema import DatasetConfig
 from tasks.ingest.layout import has_dataset
 from tasks.ingest.sources import ensure_dataset
-from tasks.ingest.synth import COLORS, object_mask, plan_videos, questions_for, render_frames
+from tasks.ingest.synth import (
+    COLORS,
+    object_mask,
+    plan_videos,
+    questions_for,
+    render_frames,
+)
 from tasks.ingest.synth_dataset import SPLITS, generate_dataset
 from tasks.ingest.synth_worlds import WORLDS, shape_mask
 

@@ -60,12 +60,19 @@ def test_two_runs_register_versions_and_champion_follows_val_acc(tmp_path, monke
     assert bundle.metrics["val_acc"] == pytest.approx(results[0]["val_acc"]) and "text" in bundle.spec_hashes
     # Lineage: the store groups as the run's dataset input, with the spec hashes' digest.
     dataset = run.inputs.dataset_inputs[0]
-    assert dataset.dataset.source_type == "local" and len(dataset.dataset.digest) == 12
+    # The digest is the store snapshot the run read, also its `store.snapshot` tag, and one of the store's commits.
+    from storage.store import open_store
+
+    assert dataset.dataset.source_type == "local" and dataset.dataset.digest == run.data.tags["store.snapshot"]
+    assert dataset.dataset.digest in {c["id"] for c in open_store(config.store, mode="r").log()}
     assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
     assert {"predictions/test_predictions.csv", "predictions/test_predictions.parquet"} <= {
         a.path for a in client.list_artifacts(run.info.run_id, "predictions")}
     assert "plots/test_acc_by_type.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert run.data.tags["git.commit"] == git_commit()
+    # The commit itself, asked of git here, not the helper that made the tag.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert run.data.tags["git.commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
     # A CPU run with the default train.amp_cpu (false) computes in float32, and says so.
     assert run.data.tags["precision"] == "float32"
 
@@ -126,3 +133,41 @@ def test_git_commit_is_head_in_a_checkout_and_unknown_elsewhere(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     assert git_commit() == (head.stdout.strip() if head.returncode == 0 else "unknown")
     assert git_commit(tmp_path) == "unknown"
+
+
+def test_champion_is_the_best_of_concurrent_promotions(tmp_path):
+    """Four trainings finish together; each reads the champion, then (slowed here) moves it.
+
+    The slower a promoter, the worse its model, so without a compare-and-set the worst would move last
+    and keep `champion`. The oracle is the plain maximum of the accuracies.
+    """
+    import threading
+
+    name, accs = "d-race", [0.9, 0.7, 0.5, 0.3]
+    setup = _tracker(tmp_path)
+    versions = []
+    for _ in accs:
+        _, version = setup.log_model(setup.start_run("m"), torch.nn.Linear(2, 2), registered_name=name)
+        versions.append(version)
+    barrier, results = threading.Barrier(len(accs)), {}
+
+    def promote(version: str, val_acc: float, delay: float) -> None:
+        tracker = _tracker(tmp_path)
+        read = tracker.champion
+
+        def slow_read(*args, **kwargs):
+            found = read(*args, **kwargs)
+            time.sleep(delay)  # the window between reading the champion and moving it
+            return found
+        tracker.champion = slow_read
+        barrier.wait()
+        results[version] = tracker.promote_if_best(name, version, val_acc)
+
+    threads = [threading.Thread(target=promote, args=(v, a, 0.3 * i)) for i, (v, a) in enumerate(zip(versions, accs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    best = versions[accs.index(max(accs))]
+    assert setup.champion(name) == (best, max(accs))
+    assert results[best] is True

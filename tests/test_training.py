@@ -274,6 +274,43 @@ def test_features_stay_on_disk_when_asked(tmp_path):
     assert not features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=False)), ref, names)
 
 
+@pytest.mark.parametrize("available_kb, in_memory", [(1, False), (2, True)])
+def test_features_fall_back_to_lazy_reads_by_memavailable_and_say_so(tmp_path, monkeypatch, caplog, available_kb,
+                                                                      in_memory):
+    import logging
+    from types import SimpleNamespace
+
+    from tasks.train import data
+
+    # float16 appearance [10, 2, 3, 6] and motion [10, 2, 5]: 920 bytes, so 1840 with the float32 copies;
+    # 1 kB of MemAvailable is too little, 2 kB enough. MemFree, far below either, must not count.
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       16000 kB\nMemFree:           0 kB\nMemAvailable:   {available_kb:5d} kB\n")
+    real = data.available_memory
+    monkeypatch.setattr(data, "available_memory", lambda: real(meminfo))
+    ref = _tiny_features(tmp_path).features.ref
+    with caplog.at_level(logging.INFO, logger="msvqa.train"):
+        kept = data.features_in_memory(SimpleNamespace(train=SimpleNamespace(features_in_memory=True)), ref,
+                                       ("appearance", "motion"))
+    assert kept is in_memory
+    assert f"MemAvailable {available_kb * 1024 / 2**20:.0f} MiB" in caplog.text
+    assert ("read lazily" in caplog.text) is not in_memory
+
+
+def test_available_memory_is_what_free_calls_available():
+    import shutil
+    import subprocess
+
+    from tasks.train.data import available_memory
+
+    if shutil.which("free") is None or not Path("/proc/meminfo").exists():
+        pytest.skip("needs Linux's /proc/meminfo and procps `free`")
+    ours = available_memory()
+    theirs = int(subprocess.run(["free", "-b"], capture_output=True, text=True, check=True).stdout.splitlines()[1]
+                 .split()[6])  # Mem: total used free shared buff/cache available
+    assert ours is not None and abs(ours - theirs) < 256 * 2**20  # other processes allocate in between
+
+
 def raw_clip_batches(count: int, seed: int = 0) -> list:
     """`count` batches of 4 questions about uint8 clips: 2 clips of 3 frames, 32 px appearance, 16 px motion."""
     from models.types import Batch
@@ -350,3 +387,83 @@ def test_cpu_stages_leave_the_cuda_kernel_choice_alone(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     tune_kernels_for("cpu")
     assert not torch.backends.cudnn.benchmark
+
+
+def test_test_evaluation_loads_with_the_configured_loader_workers(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from configs.schema import PipelineConfig
+    from storage.qa_dataset import QADataset
+    from tasks.train.run import _test
+
+    class WhoLoads(QADataset):  # notes the process that loads each item
+        def __getitem__(self, index):
+            (tmp_path / "loaders" / str(os.getpid())).touch()
+            return super().__getitem__(index)
+
+    (tmp_path / "loaders").mkdir()
+    (tmp_path / "test_qa.json").write_text(json.dumps([]))
+    tiny = _tiny_features(tmp_path)
+    test = WhoLoads(tiny.arrays, tiny.features)
+    data = SimpleNamespace(splits={"test": test}, vocab=SimpleNamespace(answer_words=[f"a{i}" for i in range(5)]))
+    logged = {}
+    tracker = SimpleNamespace(log_metrics=lambda run, metrics: logged.update(metrics),
+                              log_table=lambda run, table, name: logged.setdefault(name, len(table)))
+    config = PipelineConfig.model_validate({"dataset": {"root": str(tmp_path)}, "train": {"num_workers": 2}})
+    accuracy, _, _ = _test(config, data, _tiny_model(), tracker, "run", "cpu")
+    loaders = {int(p.name) for p in (tmp_path / "loaders").iterdir()}
+    assert len(loaders) == 2 and os.getpid() not in loaders  # two worker processes, not this one
+    assert logged["test_acc"] == accuracy and logged["predictions/test_predictions.csv"] == 40
+
+
+def test_gradient_accumulation_trains_like_the_whole_batch(tmp_path):
+    from configs.schema import ModelConfig, StageConfig
+    from models.registry import build_model
+    from tasks.train.loop import make_loader, qa_loss_fn, qa_validator, run_stage, train_epoch
+
+    data = _tiny_features(tmp_path)
+    slices_seen: list[int] = []
+    loss = qa_loss_fn()
+
+    def counting_loss(m, batch):
+        slices_seen.append(int(batch.question.shape[0]))
+        return loss(m, batch)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        built = build_model(ModelConfig(module_dim=8, unit_layers=1), question_vocab_size=12, answer_vocab_size=5,
+                            appearance_dim=6, motion_dim=5, num_clips=2, frames_per_clip=3, word_dim=4)
+        # BatchNorm's statistics are per forward pass, so slices see other ones, and dropout draws its masks
+        # in another order (some rates are fixed, as in the reference): both out of this comparison.
+        for parent in list(built.modules()):
+            for child_name, child in parent.named_children():
+                if isinstance(child, (torch.nn.BatchNorm1d, torch.nn.Dropout)):
+                    setattr(parent, child_name, torch.nn.Identity())
+        return built
+
+    def trained(accumulate: int) -> tuple[dict[str, torch.Tensor], float]:
+        # Plain SGD: Adam divides by the gradient's own size, so where a gradient is ~0 it turns float
+        # noise into whole steps, and the comparison would measure Adam, not accumulation.
+        net = model()
+        params = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.1)
+        loader = make_loader(data, 8, shuffle=True, seed=0, epoch=0)
+        total, _, seen = train_epoch(net, counting_loss, loader, optimizer, params, 12.0, "cpu", accumulate=accumulate)
+        return {k: v.clone() for k, v in net.state_dict().items()}, total / seen
+
+    (whole, whole_loss), (sliced, sliced_loss) = trained(1), trained(2)
+    assert slices_seen == [8] * 5 + [4] * 10
+    moved = max(float((whole[k] - sliced[k]).abs().max()) for k in whole if whole[k].is_floating_point())
+    assert moved < 1e-5, f"parameters differ by {moved:.3g}"
+    start = model().state_dict()
+    assert max(float((whole[k] - start[k]).abs().max()) for k in whole) > 0.05  # training did move them
+    assert math.isclose(whole_loss, sliced_loss, rel_tol=1e-5)
+
+    # The stage config reaches the loop: batch_size stays the step's samples, cut into `accumulate` slices.
+    slices_seen.clear()
+    net = model()
+    run_stage(name="qa", model=net, loss_fn=counting_loss, train_set=data, validate=qa_validator(net, data, 8, "cpu"),
+              monitor="val_acc", higher_is_better=True, cfg=StageConfig(epochs=1, batch_size=8, lr=0.01, accumulate=4),
+              device="cpu", checkpoint_dir=tmp_path / "stage", seed=0)
+    assert slices_seen == [2] * 20

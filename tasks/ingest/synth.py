@@ -21,8 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from configs.errors import UserError
-from tasks.ingest.synth_worlds import (FLAT_BACKGROUND, WORLDS, Distractor, background_image, plan_distractor,
-                                       plan_sizes, shape_mask, world_named)
+from tasks.ingest.synth_worlds import (
+    FLAT_BACKGROUND,
+    WORLDS,
+    Distractor,
+    background_image,
+    plan_distractor,
+    plan_sizes,
+    shape_mask,
+    world_named,
+)
 from tasks.video.ffmpeg_bin import ffmpeg_binary
 
 COLORS: dict[str, tuple[int, int, int]] = {

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from configs.errors import UserError
-from configs.schema import PipelineConfig
-from storage.store import SpecGroup, Store
+from configs.schema import PipelineConfig, StoreConfig
+from storage.store import SpecGroup, open_store
 from tasks.serving.bundle import Bundle
 from tasks.device import resolve_device
 from tasks.serving.inference import answer_mask, answer_probabilities, encode_question, open_bundle
@@ -30,10 +29,11 @@ def _describe_spec(spec: dict) -> str:
     return f"clips {spec.get('clips')}, {backbone('appearance')}, {backbone('motion')}, seed {spec.get('seed')}"
 
 
-def feature_group(bundle: Bundle, store_path: Path, dataset: str) -> SpecGroup:
-    """The dataset's feature group with the bundle's feature spec; any other spec raises UserError."""
+def feature_group(bundle: Bundle, store_cfg: StoreConfig, dataset: str) -> SpecGroup:
+    """The dataset's feature group with the bundle's feature spec, at store.snapshot; any other spec raises UserError."""
+    store_path = store_cfg.path
     try:
-        store = Store(store_path, mode="r")
+        store = open_store(store_cfg, mode="r")
     except FileNotFoundError as exc:
         raise UserError(f"store.path {store_path} does not exist: there are no stored features to search") from exc
     groups = store.find(dataset, "features")
@@ -80,7 +80,7 @@ def score_rows(bundle: Bundle, group: SpecGroup, rows: np.ndarray, question: tor
 
 
 def search_bundle(bundle: Bundle, question: str, *, answer: str | None = None, top: int = 10,
-                  store_path: Path | None = None, dataset: str | None = None, batch_size: int = 256,
+                  store: StoreConfig | None = None, dataset: str | None = None, batch_size: int = 256,
                   device: str = "cpu", video_ids: Collection[int] | None = None) -> dict:
     """The `top` stored videos ranked by score (see score_rows); `video_ids` limits the search to those videos."""
     if top < 1:
@@ -96,9 +96,9 @@ def search_bundle(bundle: Bundle, question: str, *, answer: str | None = None, t
         if answer_index is None or not bool(answer_mask(bundle.vocab)[answer_index]):
             raise UserError(f"--answer {answer!r} is not one of the model's {int(answer_mask(bundle.vocab).sum())} "
                             "answers")
-    store_path = Path(store_path or bundle.config.store.path)
+    store = store or bundle.config.store
     dataset = dataset or bundle.config.dataset.name
-    group = feature_group(bundle, store_path, dataset)
+    group = feature_group(bundle, store, dataset)
     ids = np.asarray(group.attrs["video_ids"], dtype=np.int64)  # [V]
     names = list(group.attrs.get("names", [str(i) for i in ids]))
     keep = group.completed()  # [V]
@@ -115,7 +115,8 @@ def search_bundle(bundle: Bundle, question: str, *, answer: str | None = None, t
         "question": question,
         "answer": answer,
         "unknown_words": encoded.unknown_words,
-        "store": str(store_path),
+        "store": str(store.path),
+        "snapshot": group.snapshot_id,
         "feature_group": group.ref.path,
         "videos_scored": int(len(rows)),
         "seconds": round(seconds, 4),
@@ -131,5 +132,5 @@ def search_videos(model_uri: str, question: str, *, answer: str | None = None, t
     tracking_uri = tracking_uri or (config.tracking.uri if config is not None else None)
     bundle = open_bundle(model_uri, tracking_uri)
     source = config or bundle.config
-    return search_bundle(bundle, question, answer=answer, top=top, store_path=source.store.path,
+    return search_bundle(bundle, question, answer=answer, top=top, store=source.store,
                          dataset=source.dataset.name, batch_size=batch_size, device=device)

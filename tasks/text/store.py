@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.schema import TextConfig
-from storage.store import GroupRef, SpecGroup, Store
+from configs.schema import StoreConfig, TextConfig
+from storage.store import GroupRef, SpecGroup, Store, open_group, open_store
 from tasks.text.glove import build_glove_matrix
 from tasks.text.glove_cache import cached_glove_matrix
 from tasks.text.annotations import SPLITS
 from tasks.text.annotations import load_annotations
+from tasks.progress import Progress
 from tasks.text.vocabulary import QTYPES, Vocabularies, build_vocabularies, encode_split
 from tasks.digest import file_sha256
 
@@ -27,7 +28,7 @@ class TextSummary:
     answer_vocab_size: int
     glove_found: int
     glove_missing: int
-    vocab_path: Path
+    vocab_path: str  # where the vocabularies live: a blob of the text group, `<store>/<group>/vocab.json`
     glove_array: str | None
     questions: dict[str, int]
     built_now: bool
@@ -49,13 +50,17 @@ def text_spec(cfg: TextConfig, root: Path) -> dict:
     }
 
 
-def vocab_path(store: Store, ref: GroupRef) -> Path:
-    return store.path / ref.path / VOCAB_FILE
+def vocab_path(store: Store, ref: GroupRef) -> str:
+    return f"{store.location.url}/{ref.path}/{VOCAB_FILE}"
 
 
 def read_vocabularies(ref: GroupRef) -> Vocabularies:
-    path = Path(ref.store) / ref.path / VOCAB_FILE
-    return Vocabularies.from_json(path.read_text(encoding="utf-8"), str(path))
+    """The vocabularies kept with the text group, at the snapshot `ref` reads."""
+    data = open_group(ref, mode="r").read_blob(VOCAB_FILE)
+    source = f"{ref.location.url}/{ref.path}/{VOCAB_FILE}"
+    if data is None:
+        raise FileNotFoundError(f"{source} does not exist: run `msvqa text` again")
+    return Vocabularies.from_json(data.decode("utf-8"), source)
 
 
 def _summary(store: Store, group: SpecGroup, built_now: bool) -> TextSummary:
@@ -73,9 +78,9 @@ def _summary(store: Store, group: SpecGroup, built_now: bool) -> TextSummary:
     )
 
 
-def build_text(cfg: TextConfig, root: Path, store_path: Path, dataset: str, seed: int = 0) -> TextSummary:
-    """Build the text group once per spec; a complete group is reused, a half-written one rebuilt."""
-    store = Store(store_path)
+def build_text(cfg: TextConfig, root: Path, store_cfg: StoreConfig, dataset: str, seed: int = 0) -> TextSummary:
+    """Build the text group once per spec, in one commit; a complete group is reused."""
+    store = open_store(store_cfg)
     spec = text_spec(cfg, root)
     group = store.spec_group(dataset, "text", spec)
     if group.attrs.get("complete"):
@@ -87,35 +92,46 @@ def build_text(cfg: TextConfig, root: Path, store_path: Path, dataset: str, seed
     glove = None
     if cfg.glove_path is not None and cfg.glove_cache is not None:
         # Keyed by the GloVe file and the vocabulary: a rebuilt store reuses the filtered matrix.
-        glove = cached_glove_matrix(cfg.glove_path, vocab.question_words, cfg.word_dim, cfg.glove_cache, seed=seed,
-                                    skip_malformed=cfg.glove_skip_malformed)
+        with Progress(f"GloVe scan of {Path(cfg.glove_path).name}", unit="lines read") as progress:
+            glove = cached_glove_matrix(cfg.glove_path, vocab.question_words, cfg.word_dim, cfg.glove_cache,
+                                        seed=seed, skip_malformed=cfg.glove_skip_malformed, progress=progress)
     elif cfg.glove_path is not None:
-        glove = build_glove_matrix(cfg.glove_path, vocab.question_words, cfg.word_dim, seed=seed,
-                                   skip_malformed=cfg.glove_skip_malformed)
-    store.delete(group.ref)  # a previous crash may have left partial arrays
-    group = store.spec_group(dataset, "text", spec)
-    for split, enc in encoded.items():
-        arrays = {
-            "questions": enc.questions, "lengths": enc.lengths, "answers": enc.answers,
-            "answer_known": enc.answer_known.astype(np.uint8), "video_ids": enc.video_ids,
-            "question_ids": enc.question_ids, "qtypes": enc.qtypes.astype(np.int8),
-        }
-        for name, value in arrays.items():
-            shape = value.shape if value.size else (0,) * value.ndim
-            group.ensure_array(f"{split}/{name}", shape, str(value.dtype))
-            if value.size:
-                group.write(f"{split}/{name}", value)
-    if glove is not None:
-        group.ensure_array("glove", glove.matrix.shape, "float32")
-        group.write("glove", glove.matrix)
-    vocab_path(store, group.ref).write_text(vocab.to_json(), encoding="utf-8")
-    group.update_attrs(
-        question_vocab_size=len(vocab.question_token_to_idx),
-        answer_vocab_size=len(vocab.answer_token_to_idx),
-        glove_found=glove.found if glove else 0,
-        glove_missing=len(glove.missing) if glove else len(vocab.question_token_to_idx),
-        questions={split: len(enc) for split, enc in encoded.items()},
-        qtypes=list(QTYPES),
-    )
-    group.update_attrs(complete=True)  # last: marks the group usable
+        with Progress(f"GloVe scan of {Path(cfg.glove_path).name}", unit="lines read") as progress:
+            glove = build_glove_matrix(cfg.glove_path, vocab.question_words, cfg.word_dim, seed=seed,
+                                       skip_malformed=cfg.glove_skip_malformed, progress=progress)
+    spec_path = group.ref.path
+
+    def write(tx) -> None:
+        # The whole group in one commit: readers see it complete or not at all, never half-written, and
+        # those reading an older snapshot keep reading theirs.
+        tx.delete(spec_path)
+        group = tx.spec_group(dataset, "text", spec)
+        for split, enc in encoded.items():
+            arrays = {
+                "questions": enc.questions, "lengths": enc.lengths, "answers": enc.answers,
+                "answer_known": enc.answer_known.astype(np.uint8), "video_ids": enc.video_ids,
+                "question_ids": enc.question_ids, "qtypes": enc.qtypes.astype(np.int8),
+            }
+            for name, value in arrays.items():
+                shape = value.shape if value.size else (0,) * value.ndim
+                group.ensure_array(f"{split}/{name}", shape, str(value.dtype))
+                if value.size:
+                    group.write(f"{split}/{name}", value)
+        if glove is not None:
+            group.ensure_array("glove", glove.matrix.shape, "float32")
+            group.write("glove", glove.matrix)
+        group.write_blob(VOCAB_FILE, vocab.to_json().encode("utf-8"))
+        group.update_attrs(
+            question_vocab_size=len(vocab.question_token_to_idx),
+            answer_vocab_size=len(vocab.answer_token_to_idx),
+            glove_found=glove.found if glove else 0,
+            glove_missing=len(glove.missing) if glove else len(vocab.question_token_to_idx),
+            questions={split: len(enc) for split, enc in encoded.items()},
+            qtypes=list(QTYPES),
+            complete=True,
+        )
+
+    store.transact(write, stage="text", message=f"build {spec_path}",
+                   counts={"questions": sum(len(enc) for enc in encoded.values())})
+    group = store.open(spec_path)
     return _summary(store, group, built_now=True)

@@ -74,3 +74,18 @@ def download_bundle(uri: str, tracking_uri: str, dst_dir: Path) -> Path:
     except OSError as exc:
         raise UserError(f"model {uri}: its bundle artifact could not be downloaded ({exc})") from exc
     return Path(local)
+
+
+def model_run(uri: str, tracking_uri: str) -> tuple[str, dict[str, str]]:
+    """(run id, run tags) behind a models:/ or runs:/ URI: e.g. `store.snapshot`, the data it was trained on."""
+    _check_tracking_uri(tracking_uri)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run_id, _ = _run_and_artifact(client, uri)
+        return run_id, dict(client.get_run(run_id).data.tags)
+    except MlflowException as exc:
+        raise UserError(f"--model {uri}: {exc.message}") from exc

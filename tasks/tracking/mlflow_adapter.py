@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import mlflow
 import pandas as pd
+from filelock import FileLock
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -34,6 +35,8 @@ BASELINE_ALIAS = "baseline"  # the question-only baseline's best version: a floo
 # (traces, token cost) instead of the runs table.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+PROMOTION_LOCK_TIMEOUT_S = 300.0
+PROMOTION_SETTLE_S = 0.5  # on a tracking server: how long a move waits before checking it still stands
 REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger(__name__)
 
@@ -71,9 +74,12 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.cfg.uri)
         found = self.client.get_experiment_by_name(self.experiment_name)
         if found is None:
-            self.cfg.artifact_location.mkdir(parents=True, exist_ok=True)
+            location = self.cfg.artifact_location
+            if isinstance(location, Path):
+                location.mkdir(parents=True, exist_ok=True)
             self.experiment_id = self.client.create_experiment(
-                self.experiment_name, artifact_location=self.cfg.artifact_location.as_uri(),
+                self.experiment_name,
+                artifact_location=location.resolve().as_uri() if isinstance(location, Path) else location,
                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
         else:
@@ -188,14 +194,43 @@ class Tracker:
             value = self.client.get_run(version.run_id).data.metrics.get("best_val_acc")
         return str(version.version), float(value) if value is not None else -math.inf
 
-    def promote_if_best(self, name: str, version: str, val_acc: float, alias: str = CHAMPION) -> bool:
-        """Move `alias` to `version` when its validation accuracy beats the version holding it now."""
+    def _promotion_lock(self) -> contextlib.AbstractContextManager[Any] | None:
+        """An exclusive lock beside a local tracking database (sqlite or folder); None for a tracking server."""
+        uri = self.cfg.uri
+        if uri.startswith("sqlite:///"):
+            return FileLock(uri[len("sqlite:///"):] + ".promote.lock", timeout=PROMOTION_LOCK_TIMEOUT_S)
+        if uri.startswith("file:") or "://" not in uri:
+            folder = Path(uri.removeprefix("file://").removeprefix("file:"))
+            folder.mkdir(parents=True, exist_ok=True)
+            return FileLock(str(folder / ".promote.lock"), timeout=PROMOTION_LOCK_TIMEOUT_S)
+        return None
+
+    def promote_if_best(self, name: str, version: str, val_acc: float, alias: str = CHAMPION,
+                        attempts: int = 5) -> bool:
+        """Move `alias` to `version` only if it beats the holder at the moment of the move (compare-and-set).
+
+        MLflow sets an alias unconditionally, so two trainings finishing together could each read the old
+        champion and the worse one set last. On a local tracking store the read and the move happen under
+        one file lock. A tracking server offers no lock: the move is checked after it settles and repeated
+        while a worse version holds the alias (a concurrent mover can still win a window of about
+        PROMOTION_SETTLE_S; the Prefect concurrency limit of the writer deployments keeps trainings apart).
+        """
         self.set_model_version_tags(name, version, {"val_acc": val_acc})
-        current = self.champion(name, alias)
-        if current is not None and not (math.isfinite(val_acc) and val_acc > current[1]):
+        if not math.isfinite(val_acc):
             return False
-        self.client.set_registered_model_alias(name, alias, version)
-        return True
+        lock = self._promotion_lock()
+        with lock if lock is not None else contextlib.nullcontext():
+            for _ in range(attempts):
+                current = self.champion(name, alias)  # read right before the move
+                if current is not None and current[0] == version:
+                    return True
+                if current is not None and val_acc <= current[1]:
+                    return False
+                self.client.set_registered_model_alias(name, alias, version)
+                if lock is not None:
+                    return True
+                time.sleep(PROMOTION_SETTLE_S)
+        return bool((held := self.champion(name, alias)) and held[0] == version)
 
     # Queries
     def metrics(self, run_id: str) -> dict[str, float]:

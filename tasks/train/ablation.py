@@ -9,8 +9,9 @@ chart and table. Plain Python: the ablate flow passes its Prefect task as `train
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from models.decoders import Autoencoder, make_reconstruction_target, reconstruction_loss
 from models.types import Batch
-from storage.qa_dataset import collate
+from storage.qa_dataset import collate, loader_context
 from tasks.train.distributed import DistContext, shard
 from tasks.train.precision import mixed_precision
 
@@ -48,6 +48,7 @@ def autoencoder_val_loss(autoencoder: Autoencoder, dataset: Dataset, batch_size:
     total, seen = 0.0, 0
     pin = device.startswith("cuda")
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                        multiprocessing_context=loader_context(num_workers, source),
                         pin_memory=pin)
     for batch in loader:
         batch = batch.to(device, non_blocking=pin)

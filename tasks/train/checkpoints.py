@@ -3,10 +3,8 @@ the previous file or the new one, never half of one."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +87,13 @@ def seed_everything(seed: int) -> None:
 def training_dir(config: PipelineConfig, data: QAData, model_cfg: ModelConfig) -> Path:
     """Checkpoints are keyed by everything that shapes training, so a rerun of the same config resumes."""
     # Settings that change speed or logging but not the numbers stay out of the key.
-    ignored = {"device", "num_workers", "checkpoint_dir", "baseline", "compile", "features_in_memory"}
-    train = config.train.model_dump(mode="json", exclude=ignored)
-    key = spec_hash({"model": model_cfg.model_dump(mode="json"), "train": train, "data": data.spec_hashes})
+    ignored = {"device", "num_workers", "checkpoint_dir", "baseline", "compare_with", "compile", "features_in_memory"}
+    # Memory settings too (gradient accumulation, activation checkpointing): a run that did not fit can
+    # resume with them on, and older keys stay as they were.
+    exclude = {**dict.fromkeys(ignored, True), "autoencoder": {"accumulate"}, "qa": {"accumulate"}}
+    train = config.train.model_dump(mode="json", exclude=exclude)
+    model = model_cfg.model_dump(mode="json", exclude={"checkpoint_activations"})
+    # The store snapshot is part of the key: data reprocessed in place is a new snapshot, so it really retrains.
+    key = spec_hash({"model": model, "train": train, "data": data.spec_hashes,
+                     "snapshot": data.snapshot})
     return Path(config.train.checkpoint_dir) / f"{model_cfg.name}-{key}"

@@ -12,7 +12,7 @@ import torch
 from configs.errors import UserError
 from configs.schema import PipelineConfig
 from storage.qa_dataset import QADataset, VideoArrays, group_nbytes, load_split
-from storage.store import SpecGroup, Store
+from storage.store import SpecGroup, Store, open_store
 from tasks.video.clips import clip_spec
 from tasks.features.extract import feature_spec
 from tasks.text.annotations import SPLITS
@@ -38,6 +38,11 @@ class QAData:
         groups = {"text": self.text, "clips": self.clips, "features": self.features}
         return {name: g.ref.spec_hash for name, g in groups.items() if g is not None}
 
+    @property
+    def snapshot(self) -> str:
+        """The store snapshot every group here is read at."""
+        return str(self.text.snapshot_id)
+
 
 def _complete_group(store: Store, config: PipelineConfig, kind: str, spec: dict, stage: str) -> SpecGroup:
     # Reading must not create an empty group as a side effect, so peek instead of spec_group.
@@ -50,7 +55,8 @@ def _complete_group(store: Store, config: PipelineConfig, kind: str, spec: dict,
 
 def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips: bool = False) -> QAData:
     """Open the groups this config names; questions whose video is not stored are set aside and counted."""
-    store = Store(config.store.path)
+    # One snapshot for everything (store.snapshot, else the tip now): its id is the run's data lineage.
+    store = open_store(config.store, mode="r")
     text = _complete_group(store, config, "text", text_spec(config.text, config.dataset.root), "text")
     clips = features = None
     video_ids = usable = None

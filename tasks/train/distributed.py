@@ -121,10 +121,28 @@ def per_rank_batch(batch_size: int, ctx: DistContext) -> int:
     return batch_size // ctx.world_size
 
 
-def torchrun_command(config: Path, overrides: Sequence[str] = (), nproc: int = 1, json_out: bool = False) -> list[str]:
-    """The command `msvqa train CONFIG --nproc N` runs: torchrun on this machine with N processes."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "cli.distributed", str(config)]
+def torchrun_command(config: Path, overrides: Sequence[str] = (), nproc: int = 1, json_out: bool = False, *,
+                     nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None,
+                     rdzv_id: str = "msvqa") -> list[str]:
+    """The command `msvqa train CONFIG --nproc N [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]` runs.
+
+    One node: torchrun `--standalone`. Several: torchrun's c10d rendezvous at `rdzv_endpoint` (the same
+    HOST:PORT and `rdzv_id` on every node; the first node to arrive hosts it), so the job spans machines
+    and every rank reads the store itself.
+    """
+    from configs.errors import UserError
+
+    if nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise UserError(f"--node-rank {node_rank} must be between 0 and --nnodes {nnodes} - 1")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise UserError("--rdzv-endpoint HOST:PORT is needed when --nnodes is more than 1")
+    command = [sys.executable, "-m", "torch.distributed.run"]
+    if nnodes == 1 and rdzv_endpoint is None:
+        command += ["--standalone"]
+    else:
+        command += [f"--nnodes={nnodes}", f"--node-rank={node_rank}", "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
+    command += [f"--nproc_per_node={nproc}", "-m", "cli.distributed", str(config)]
     for override in overrides:
         command += ["--set", override]
     return command + (["--json"] if json_out else [])

@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from storage.qa_dataset import QADataset, collate
+from storage.qa_dataset import QADataset, collate, loader_context
 from tasks.text.vocabulary import QTYPES
 from tasks.train.metrics import EvalResult
 from tasks.train.precision import mixed_precision
@@ -21,6 +21,7 @@ def predict_logits(model: torch.nn.Module, dataset: QADataset, batch_size: int, 
     source = dataset if indices is None else Subset(dataset, indices.tolist())
     pin = device.startswith("cuda")
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                        multiprocessing_context=loader_context(num_workers, source),
                         pin_memory=pin)
     outputs = []
     with mixed_precision(device, amp):

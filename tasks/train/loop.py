@@ -15,10 +15,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from configs.errors import UserError
 from configs.schema import StageConfig
 from models.losses import answer_loss, qa_loss
 from models.types import Batch
-from storage.qa_dataset import collate
+from storage.qa_dataset import collate, loader_context
 from tasks.train import checkpoints
 from tasks.train.distributed import DistContext, epoch_sampler, per_rank_batch, shard
 from tasks.train.evaluate import evaluate
@@ -45,7 +46,8 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     """Shuffling comes from (seed, epoch), so a resumed epoch sees the same order; under DDP, this rank's part."""
     sampler = epoch_sampler(dataset, seed, epoch, ctx) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+                      multiprocessing_context=loader_context(num_workers, dataset))
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: StageConfig) -> torch.optim.Adam:
@@ -81,28 +83,46 @@ def qa_loss_fn(alpha: float = 0.0, beta: float = 0.0) -> LossFn:
     return loss_fn
 
 
+def split_batch(batch: Batch, parts: int) -> list[Batch]:
+    """`batch` cut along the batch axis into up to `parts` slices of near-equal size (views, no copies)."""
+    size = int(batch.question.shape[0])
+    bounds = [size * i // parts for i in range(parts + 1)]
+    return [Batch(**{name: value[start:end] if isinstance(value, torch.Tensor) else value
+                     for name, value in batch.__dict__.items()})
+            for start, end in zip(bounds, bounds[1:]) if end > start]
+
+
 def train_epoch(model: torch.nn.Module, loss_fn: LossFn, loader: DataLoader, optimizer: torch.optim.Optimizer,
                 params: list[torch.nn.Parameter], grad_clip: float, device: str, amp: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> tuple[float, float, float]:
-    """One pass over `loader`: (sum of loss * batch size, correct answers or NaN without them, items seen)."""
+                progress: Callable[[int, int], None] | None = None, accumulate: int = 1) -> tuple[float, float, float]:
+    """One pass over `loader`: (sum of loss * batch size, correct answers or NaN without them, items seen).
+
+    `accumulate`: each batch goes forward and backward in that many slices before its one optimizer step.
+    Each slice's mean loss is weighted by its share of the batch, so the summed gradient is the whole
+    batch's mean-loss gradient, as without slicing.
+    """
     pin = device.startswith("cuda")
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     total_correct = torch.zeros((), dtype=torch.float64, device=device)
     counts_correct = False
     seen = 0
     for index, batch in enumerate(loader):
-        batch = batch.to(device, non_blocking=pin)
-        with mixed_precision(device, amp):
-            loss, parts = loss_fn(model, batch)
+        size = int(batch.question.shape[0])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Under DDP every slice's backward all-reduces the gradient accumulated so far; averaging an
+        # already averaged part again leaves it unchanged, so the result is exact, if not the cheapest.
+        for part in split_batch(batch, accumulate) if accumulate > 1 else [batch]:
+            part = part.to(device, non_blocking=pin)
+            part_size = int(part.question.shape[0])
+            with mixed_precision(device, amp):
+                loss, parts = loss_fn(model, part)
+            (loss * (part_size / size) if part_size != size else loss).backward()
+            total_loss += loss.detach().double() * part_size
+            if "correct" in parts:
+                total_correct += parts["correct"]
+                counts_correct = True
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
-        size = int(batch.question.shape[0])
-        total_loss += loss.detach().double() * size
-        if "correct" in parts:
-            total_correct += parts["correct"]
-            counts_correct = True
         seen += size
         if progress:
             progress(index + 1, len(loader))
@@ -168,6 +188,9 @@ def run_stage(
     if compile:
         step_model = torch.compile(step_model)
     batch_size = per_rank_batch(cfg.batch_size, ctx)
+    if batch_size % cfg.accumulate:
+        raise UserError(f"train {name} batch_size {cfg.batch_size} over {ctx.world_size} processes leaves "
+                        f"{batch_size} per process, which accumulate {cfg.accumulate} does not divide")
     pin = device.startswith("cuda")
     for epoch in range(state["epoch"], cfg.epochs):
         if state["stopped"]:
@@ -177,7 +200,8 @@ def run_stage(
         model.train()
         loader = make_loader(train_set, batch_size, shuffle=True, seed=seed, epoch=epoch, num_workers=num_workers,
                              pin_memory=pin, ctx=ctx)
-        sums = train_epoch(step_model, loss_fn, loader, optimizer, params, cfg.grad_clip, device, amp, progress)
+        sums = train_epoch(step_model, loss_fn, loader, optimizer, params, cfg.grad_clip, device, amp, progress,
+                           cfg.accumulate)
         loss_sum, correct, seen = ctx.all_reduce_sum(sums)
         ctx.broadcast_buffers(model)  # one set of BatchNorm statistics for validation and checkpoints
         metrics = {f"{name}_train_loss": loss_sum / max(seen, 1), f"{name}_lr": lr_at(cfg, epoch)}

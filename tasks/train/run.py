@@ -1,5 +1,6 @@
 """Training orchestration without Prefect: one model's run (autoencoder stage, QA stage, test, bundle,
-registration) and the configured model with its question-only baseline under one parent run.
+registration) and the configured model with its comparison models (by default the question-only
+baseline) under one parent run.
 
 Plain Python so torchrun ranks (cli.distributed) can call it; under DDP every rank trains, and
 rank 0 alone tracks, evaluates on test, logs and registers.
@@ -10,20 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
+from configs.errors import UserError
 from configs.loader import config_to_yaml, flatten
 from configs.schema import ModelConfig, PipelineConfig
-from models.registry import build_autoencoder, count_parameters, model_entry
-from storage.store import spec_hash
+from models.registry import build_autoencoder, count_parameters, model_entry, model_names
 from tasks.device import resolve_device, tune_kernels_for
-from tasks.serving.bundle import save_bundle
+from tasks.progress import Progress
 from tasks.text.annotations import load_annotations
-from tasks.tracking.mlflow_adapter import (BASELINE_ALIAS, CHAMPION, NullTracker, Tracker, git_commit, open_tracker,
+from tasks.tracking.mlflow_adapter import (NullTracker, Tracker, git_commit, open_tracker,
                                            prefect_flow_run_id)
 from tasks.tracking.plots import accuracy_by_type, labelled_grid, training_curves
 from tasks.train.autoencoder import autoencoder_loss_fn, autoencoder_val_loss, reconstruction_samples
@@ -33,12 +31,12 @@ from tasks.train.factory import make_model
 from tasks.train.distributed import DistContext
 from tasks.train.evaluate import evaluate, predictions_table
 from tasks.train.precision import precision_name
+from tasks.train.publish import log_bundle, log_lineage, register
 from tasks.train.loop import StageResult, qa_loss_fn, qa_validator, run_stage
 
 BASELINE_MODEL = "question_only"  # the language-prior floor every video model is compared with
 TrainOne = Callable[[PipelineConfig, "str | None", "str | None"], dict]
 
-BUNDLE_ARTIFACT = "bundle/bundle.pt"
 BY_TYPE_PLOT = "plots/test_acc_by_type.png"
 
 
@@ -72,8 +70,16 @@ def _log_epochs(tracker: Tracker | NullTracker, run_id: str):
     return on_epoch
 
 
+def _step_progress(model: str, stage: str, ctx: DistContext) -> Progress | contextlib.nullcontext:
+    """Steps of the running epoch (thousands at small batches on the real data): rank 0 only."""
+    if not ctx.is_main:
+        return contextlib.nullcontext()
+    return Progress(f"{model} {stage}", unit="steps of this epoch",
+                    artifact_key=f"train-{model}-{stage}-steps".replace("_", "-"))
+
+
 def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run_id: str, device: str, ckpt: Path,
-                       ctx: DistContext) -> StageResult:
+                       ctx: DistContext, model_name: str) -> StageResult:
     stage, speed = config.train.autoencoder, _speed(config, device)
     autoencoder = build_autoencoder(model, config.model, config.clips.frames_per_clip).to(device)
     size = config.model.decoder_size
@@ -84,10 +90,12 @@ def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run
                                                     speed["num_workers"], speed["amp"], ctx)}
 
     # The answer head gets no gradient in this stage, so DDP must expect unused parameters.
-    result = run_stage(name="ae", model=autoencoder, loss_fn=autoencoder_loss_fn(size), train_set=data.splits["train"],
-                       validate=validate, monitor="ae_val_loss", higher_is_better=False, cfg=stage, device=device,
-                       checkpoint_dir=ckpt / "autoencoder", seed=config.train.seed,
-                       on_epoch=_log_epochs(tracker, run_id), ctx=ctx, unused_parameters=True, **speed)
+    with _step_progress(model_name, "autoencoder", ctx) as progress:
+        result = run_stage(name="ae", model=autoencoder, loss_fn=autoencoder_loss_fn(size),
+                           train_set=data.splits["train"], validate=validate, monitor="ae_val_loss",
+                           higher_is_better=False, cfg=stage, device=device, checkpoint_dir=ckpt / "autoencoder",
+                           seed=config.train.seed, on_epoch=_log_epochs(tracker, run_id), progress=progress, ctx=ctx,
+                           unused_parameters=True, **speed)
     if ctx.is_main:
         samples = reconstruction_samples(autoencoder, val if len(val) else data.splits["train"], size, device)
         for name, rows in samples.items():  # rows alternate: a video's input clips, then their decoding
@@ -114,15 +122,18 @@ def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, trac
     histories: dict[str, list] = {}
     if with_autoencoder:
         _set_backbones_trainable(model, "autoencoder", model_cfg)
-        histories["autoencoder"] = _autoencoder_stage(config, data, model, tracker, run_id, device, ckpt, ctx).history
+        histories["autoencoder"] = _autoencoder_stage(config, data, model, tracker, run_id, device, ckpt, ctx,
+                                                      model_cfg.name).history
     _set_backbones_trainable(model, "qa", model_cfg)
     stage, speed = config.train.qa, _speed(config, device)
     validate = qa_validator(model, data.splits["val"], stage.batch_size, device, speed["num_workers"], speed["amp"],
                             ctx)
-    result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(model_cfg.alpha, model_cfg.beta),
-                       train_set=data.splits["train"], validate=validate, monitor="val_acc", higher_is_better=True,
-                       cfg=stage, device=device, checkpoint_dir=ckpt / "qa", seed=config.train.seed,
-                       on_epoch=_log_epochs(tracker, run_id), ctx=ctx, **speed)
+    with _step_progress(model_cfg.name, "qa", ctx) as progress:
+        result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(model_cfg.alpha, model_cfg.beta),
+                           train_set=data.splits["train"], validate=validate, monitor="val_acc",
+                           higher_is_better=True, cfg=stage, device=device, checkpoint_dir=ckpt / "qa",
+                           seed=config.train.seed, on_epoch=_log_epochs(tracker, run_id), progress=progress,
+                           ctx=ctx, **speed)
     histories["qa"] = [dict(row) for row in result.history]
     best = next((row for row in result.history if row["epoch"] == result.best_epoch), {})
     tracker.log_metrics(run_id, {"best_val_acc": result.best_metric, "best_epoch": result.best_epoch,
@@ -134,7 +145,9 @@ def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, trac
 def _test(config: PipelineConfig, data: QAData, model, tracker, run_id: str, device: str,
           prefix: str = "") -> tuple[float, dict[str, float], dict[str, int]]:
     test = data.splits["test"]
-    result = evaluate(model, test, config.train.qa.batch_size, device, amp=_speed(config, device)["amp"])
+    speed = _speed(config, device)
+    result = evaluate(model, test, config.train.qa.batch_size, device, num_workers=speed["num_workers"],
+                      amp=speed["amp"])
     by_type = result.by_type()
     tracker.log_metrics(run_id, {f"{prefix}test_acc": result.accuracy,
                                  **{f"{prefix}test_acc_{t}": acc for t, acc in by_type.items()}})
@@ -143,45 +156,6 @@ def _test(config: PipelineConfig, data: QAData, model, tracker, run_id: str, dev
     tracker.log_table(run_id, table, "predictions/test_predictions.csv")
     tracker.log_table(run_id, table, "predictions/test_predictions.parquet")
     return result.accuracy, by_type, result.counts_by_type()
-
-
-def _log_lineage(tracker: Tracker, run_id: str, config: PipelineConfig, data: QAData) -> None:
-    """The store groups this run read, as an MLflow dataset input whose digest is their spec hashes."""
-    groups = {"text": data.text, "clips": data.clips, "features": data.features}
-    rows = [{"kind": kind, "path": g.ref.path, "spec_hash": g.ref.spec_hash, "rows": None}
-            for kind, g in groups.items() if g is not None]
-    rows += [{"kind": f"split/{split}", "path": f"{data.text.ref.path}/{split}", "spec_hash": data.text.ref.spec_hash,
-              "rows": len(dataset)} for split, dataset in data.splits.items()]
-    tracker.log_input(run_id, pd.DataFrame(rows), name=f"{config.dataset.name}-store",
-                      digest=spec_hash(data.spec_hashes), source=str(config.store.path))
-
-
-def _log_bundle(tracker: Tracker, run_id: str, config: PipelineConfig, data: QAData, model,
-                metrics: dict[str, float]) -> str:
-    """A self-contained inference bundle as a run artifact (every model, MSVQA with its trained backbones)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_bundle(Path(tmp) / Path(BUNDLE_ARTIFACT).name, config=config, vocab=data.vocab, model=model,
-                           spec_hashes=data.spec_hashes, metrics=metrics)
-        tracker.log_artifact(run_id, Path(path), str(Path(BUNDLE_ARTIFACT).parent))
-    tracker.set_tags(run_id, {"bundle_artifact": BUNDLE_ARTIFACT})
-    return BUNDLE_ARTIFACT
-
-
-def _register(tracker: Tracker, run_id: str, config: PipelineConfig, model_cfg: ModelConfig, data: QAData, model,
-              metrics: dict[str, float], bundle: str) -> dict[str, Any]:
-    name = f"{config.dataset.name}-{model_cfg.name}"
-    _, version = tracker.log_model(run_id, model, registered_name=name,
-                                   metadata={"spec_hashes": data.spec_hashes, "val_acc": metrics["val_acc"]})
-    if version is None:
-        return {}
-    tracker.set_model_version_tags(name, version, {"run_id": run_id, "bundle_artifact": bundle})
-    # Only video models compete for `champion` (what `answer` and `search` use); the question-only floor keeps its own.
-    alias = CHAMPION if model_entry(model_cfg.name).uses_video else BASELINE_ALIAS
-    promoted = tracker.promote_if_best(name, version, metrics["val_acc"], alias)
-    champion = promoted and alias == CHAMPION
-    tracker.set_tags(run_id, {"registered_model": f"{name}/{version}", "champion": str(champion).lower(),
-                              **({"alias": alias} if promoted else {})})
-    return {"registered_model": name, "version": version, "champion": champion, "alias": alias if promoted else None}
 
 
 def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: str | None = None, *,
@@ -212,7 +186,7 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
         tracker.log_metrics(run_id, {f"questions_{s}": len(d) for s, d in data.splits.items()}
                             | {f"dropped_{s}": n for s, n in data.dropped.items()})
         if ctx.is_main:
-            _log_lineage(tracker, run_id, config, data)
+            log_lineage(tracker, run_id, config, data)
         monitor = config.tracking.system_metrics
         with tracker.system_metrics(run_id) if monitor else contextlib.nullcontext():
             model, histories, result = _train_qa(config, data, model_cfg, tracker, run_id, device, with_ae, ctx)
@@ -225,9 +199,9 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
             tracker.log_text(run_id, data.vocab.to_json(), "vocab/vocab.json")
             metrics = {"val_acc": result.best_metric, "test_acc": acc,
                        **{f"test_acc_{t}": a for t, a in by_type.items()}}
-            bundle = _log_bundle(tracker, run_id, config, data, model, metrics)
+            bundle = log_bundle(tracker, run_id, config, data, model, metrics)
             if config.tracking.register_model:
-                figures.update(_register(tracker, run_id, config, model_cfg, data, model, metrics, bundle))
+                figures.update(register(tracker, run_id, config, model_cfg, data, model, metrics, bundle))
         tracker.end_run(run_id)
     except BaseException:
         tracker.end_run(run_id, failed=True)
@@ -236,15 +210,30 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
     return {"run_id": run_id, "model": model_cfg.name, **figures}
 
 
+def comparison_models(config: PipelineConfig) -> list[str]:
+    """`train.compare_with` in order, without duplicates or the configured model itself, and without
+    question_only when `train.baseline` is false; an unknown name is a UserError before anything trains."""
+    known = model_names()
+    names: list[str] = []
+    for name in config.train.compare_with:
+        if name not in known:
+            raise UserError(f"train.compare_with: unknown model {name!r}; known: {', '.join(known)}.")
+        if name != config.model.name and name not in names and (config.train.baseline or name != BASELINE_MODEL):
+            names.append(name)
+    return names
+
+
 def train_with_baseline(config: PipelineConfig, parent_run_id: str | None = None, *,
                         train_one: TrainOne | None = None, ctx: DistContext | None = None,
                         device: str | None = None) -> dict:
-    """The configured model, then the baseline, under one parent run.
+    """The configured model, then each comparison model (`train.compare_with`), under one parent run.
 
     `train_one(config, parent_run_id, model_name)` trains one model (the flow passes its Prefect task);
     by default `train_model` runs in this process, as a torchrun rank when `ctx` is given.
     """
     ctx = ctx or DistContext()
+    model_entry(config.model.name)  # a typo in model.name or compare_with fails before the first run starts
+    compare = comparison_models(config)
     tracker = open_tracker(config.tracking, config.dataset.name) if ctx.is_main else NullTracker()
     own_parent = parent_run_id is None
     if own_parent:
@@ -259,7 +248,7 @@ def train_with_baseline(config: PipelineConfig, parent_run_id: str | None = None
 
     try:
         main = train()
-        baseline = train(BASELINE_MODEL) if config.train.baseline else None
+        others = {name: train(name) for name in compare}
         summary = {"train_run_id": main["run_id"], "val_acc": main["val_acc"], "test_acc": main["test_acc"],
                    "test_acc_by_type": main["test_acc_by_type"]}
         if own_parent:
@@ -267,15 +256,19 @@ def train_with_baseline(config: PipelineConfig, parent_run_id: str | None = None
         metrics = {"test_acc": main["test_acc"], **{f"test_acc_{t}": a for t, a in main["test_acc_by_type"].items()}}
         bars = {config.model.name: main["test_acc_by_type"]}
         summary.update({k: main[k] for k in ("registered_model", "version", "counts_by_type") if k in main})
-        if baseline:
+        summary["comparisons"] = {name: {k: run[k] for k in ("test_acc", "test_acc_by_type", "val_acc", "run_id")}
+                                  for name, run in others.items()}
+        for name, run in others.items():
+            metrics[f"{name}_test_acc"] = run["test_acc"]
+            bars[name] = run["test_acc_by_type"]
+        if baseline := others.get(BASELINE_MODEL):
             summary["baseline_test_acc"] = baseline["test_acc"]
             summary["baseline_test_acc_by_type"] = baseline["test_acc_by_type"]
             summary["baseline_run_id"] = baseline["run_id"]
             metrics["baseline_test_acc"] = baseline["test_acc"]
-            bars[BASELINE_MODEL] = baseline["test_acc_by_type"]
         if ctx.is_main:
             tracker.log_metrics(parent_run_id, metrics)
-            # On the parent and on the model's own run (replacing its single-model chart) once the baseline is known.
+            # On the parent and on the model's own run (replacing its single-model chart) once the others are known.
             for run_id in {parent_run_id, main["run_id"]} - {""}:
                 tracker.log_figure(run_id, accuracy_by_type(bars, main["counts_by_type"]), BY_TYPE_PLOT)
             tracker.log_figure(parent_run_id, training_curves(main["histories"]), "plots/training_curves.png")

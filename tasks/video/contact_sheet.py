@@ -10,7 +10,7 @@ from PIL import Image
 
 from configs.errors import UserError
 from configs.schema import PipelineConfig
-from storage.store import Store, spec_hash
+from storage.store import open_store, spec_hash, store_exists
 from tasks.video.clips import APPEARANCE, MOTION, clip_spec
 
 GAP = 2  # pixels between tiles
@@ -63,12 +63,12 @@ def show_clip(cfg: PipelineConfig, video: str, stream: str, out: Path) -> dict:
     """Save one video's stored clips of `stream` ('appearance' or 'motion') to `out`; what the CLI prints."""
     if stream not in (APPEARANCE, MOTION):
         raise UserError(f"--stream {stream!r}: expected 'appearance' or 'motion'")
-    path = Path(cfg.store.path)
-    if not path.exists():
+    path = cfg.store.path
+    if not store_exists(path, cfg.store.endpoint_url, cfg.store.region):
         raise UserError(f"store.path {path} does not exist yet: run `msvqa clips` first")
     group_path = f"{cfg.dataset.name}/clips/{spec_hash(clip_spec(cfg.clips))}"
     try:
-        group = Store(path, mode="r").open(group_path)
+        group = open_store(cfg.store, mode="r").open(group_path)
     except KeyError:
         raise UserError(f"store {path} has no clip group for this config's clips settings ({group_path}): "
                         "run `msvqa clips` first") from None
