@@ -81,8 +81,10 @@ def fill_store(bundle, videos: int) -> None:
     for start in range(0, videos, 500):
         rows = slice(start, min(start + 500, videos))
         n = rows.stop - rows.start
-        group._group["appearance"][rows] = rng.normal(size=(n, c, f, DIM)).astype(FEATURE_DTYPE)
-        group._group["motion"][rows] = rng.normal(size=(n, c, DIM)).astype(FEATURE_DTYPE)
+        # One commit per array and block of rows (the store is versioned: every write is a transaction).
+        group.write_rows("appearance", range(rows.start, rows.stop),
+                         rng.normal(size=(n, c, f, DIM)).astype(FEATURE_DTYPE))
+        group.write_rows("motion", range(rows.start, rows.stop), rng.normal(size=(n, c, DIM)).astype(FEATURE_DTYPE))
     group.update_attrs(video_ids=list(range(1, videos + 1)), names=[f"video{i}" for i in range(1, videos + 1)])
     group.mark_complete(range(videos))
 

@@ -148,11 +148,11 @@ def test_dualvgr_aux_losses_are_finite_and_train_the_graphs() -> None:
     assert model.answer_head.classifier[-1].weight.grad is None  # the aux losses do not reach the head
 
 
-def _qa_loss_oracle(output, answer: torch.Tensor, alpha: float, beta: float) -> float:
+def _qa_loss_oracle(output, answer: torch.Tensor) -> tuple[float, float, float]:
     """The paper's loss written out per graph layer and per sample in float64 numpy, from its definitions:
     cross-entropy + alpha * mean squared difference of the common graphs' centred cosine Gram matrices
     + beta * HSIC trace(R Ks R Kc) of specific vs common (appearance and motion), summed over samples and
-    averaged over graph layers."""
+    averaged over graph layers. Returns the three terms: (cross-entropy, consistency, dependence)."""
     import numpy as np
 
     logits, labels = output.logits.double().numpy(), answer.numpy()
@@ -174,7 +174,7 @@ def _qa_loss_oracle(output, answer: torch.Tensor, alpha: float, beta: float) -> 
             for stream in ("appearance", "motion"):
                 s, c = aux[f"{stream}_specific"][g, b], aux[f"{stream}_common"][g, b]
                 hsic += np.trace(centring @ s @ s.T @ centring @ c @ c.T)
-    return float(cross_entropy + alpha * np.mean(squared) + beta * hsic / layers)
+    return float(cross_entropy), float(np.mean(squared)), float(hsic / layers)
 
 
 def test_qa_loss_weights_the_aux_losses() -> None:
@@ -184,10 +184,15 @@ def test_qa_loss_weights_the_aux_losses() -> None:
         output = model(batch)
         plain, _ = qa_loss(output, batch.answer, alpha=0.0, beta=0.0)
         weighted, _ = qa_loss(output, batch.answer, alpha=2.0, beta=0.5)
-    assert plain.item() == pytest.approx(_qa_loss_oracle(output, batch.answer, 0.0, 0.0), rel=1e-5)
-    oracle = _qa_loss_oracle(output, batch.answer, 2.0, 0.5)
-    assert weighted.item() == pytest.approx(oracle, rel=1e-4)
-    assert abs(oracle - plain.item()) > 1e-3  # the auxiliary terms weigh something here
+    cross_entropy, consistency, dependence = _qa_loss_oracle(output, batch.answer)
+    assert plain.item() == pytest.approx(cross_entropy, rel=1e-5)
+    # The auxiliary terms, weighted. The model computes them in float32, the oracle in float64, and the
+    # consistency term normalises centred node vectors, some of them short at random init, so float32
+    # error (which also moves with the thread count) reaches a few 1e-3 of it: 1% still tells any wrong
+    # weight or definition apart.
+    added = 2.0 * consistency + 0.5 * dependence
+    assert abs(added) > 1e-3  # they weigh something here
+    assert weighted.item() - plain.item() == pytest.approx(added, rel=1e-2)
     assert auxiliary_losses(tiny_model("question_only")(batch).aux) == {}
 
 
