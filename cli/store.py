@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigArg, JsonOpt, SetOpt, load, run_body
+from cli.common import ConfigArg, JsonOpt, SetOpt, fail, load, run_body
 
 app = typer.Typer(no_args_is_help=True, help="Inspect the store.")
 
@@ -55,7 +55,33 @@ def store_log(config: Path = ConfigArg, overrides: Optional[list[str]] = SetOpt,
         store = open_store(cfg.store, mode="r")
         return {"store": store.location.url, "commits": store.log(limit)}
 
-    run_body(body, json_out, "store log")
+    if json_out:
+        run_body(body, True, "store log")
+        return
+    from configs.errors import UserError
+
+    try:
+        commits = body()["commits"]
+    except (UserError, FileNotFoundError) as exc:
+        fail(exc)  # one sentence, exit 2
+    _print_commits(commits)
+
+
+def _print_commits(commits: list[dict]) -> None:
+    """The commits as a table, newest first (the JSON form has every field)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import sys
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("id", "time", "stage", "message", "tags"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "time", "stage"))
+    for commit in commits:
+        table.add_row(str(commit.get("id", "")), str(commit.get("time", ""))[:19], str(commit.get("stage") or ""),
+                      str(commit.get("message", "")), ", ".join(commit.get("tags") or []))
+    # Fitted to a terminal; whole lines when piped.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
 
 
 @app.command("tag")
