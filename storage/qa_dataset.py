@@ -118,14 +118,6 @@ def group_nbytes(ref: GroupRef, names: tuple[str, ...]) -> int:
                for info in group.array_info() for name in names if info["name"] == name)
 
 
-def available_memory() -> int:
-    """Bytes of physical memory not in use right now (Linux; a large number where unknown)."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
 class QADataset(Dataset):
     """Items are dicts of numpy values; `collate` turns a list of them into a `Batch`."""
 
