@@ -24,10 +24,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # Prefect UI and MLflow UI over the demo's stores, on 127.0.0.1 (Ctrl-C stops both).
-# MLflow's home page shows a "collects usage data" notice whatever the server's telemetry setting (MLflow
-# 3.17 hides it only once dismissed in the browser): open the experiments list, in the model-training view.
+# The MLflow link opens the demo experiment's runs in the comparison view (`msvqa runs link`: accuracies
+# as columns, best first, model-training UI), past MLflow's home page and its "collects usage data" notice.
 ui: $(STAMP)
-	@echo "Prefect UI http://127.0.0.1:4200  MLflow UI http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	@echo "Prefect UI http://127.0.0.1:4200  MLflow UI $$($(BIN)/msvqa runs link configs/demo.yaml \
+	  --ui-url http://127.0.0.1:5000 2>/dev/null || echo 'http://127.0.0.1:5000/#/experiments?workflowType=machine_learning')"
 	PREFECT_HOME=$(CURDIR)/data/demo/prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200 & \
 	prefect_pid=$$!; \
 	trap "kill $$prefect_pid" EXIT INT TERM; \

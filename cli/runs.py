@@ -11,7 +11,7 @@ import typer
 
 from cli.common import JsonOpt, SetOpt, fail, load, quiet
 
-app = typer.Typer(no_args_is_help=True, help="Compare tracked training runs.")
+app = typer.Typer(no_args_is_help=True, help="Compare tracked training runs (`compare`), open them in MLflow (`link`).")
 # What `msvqa runs compare` reads with no config, run from the project folder: the store `make demo` writes to.
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 # A piped table is printed whole: no terminal width to fit, and a reader (or a script) wants every column.
@@ -69,3 +69,35 @@ def runs_compare(config: Optional[Path] = typer.Argument(
         print(json.dumps({"experiment": name, "runs": runs_records(frame)}, default=str), flush=True)
     else:
         print_table(frame)
+
+
+@app.command("link")
+def runs_link(config: Optional[Path] = typer.Argument(
+                  None, help=f"YAML config (tracking URI; default: {DEFAULT_CONFIG} when it exists, else built-in)."),
+              overrides: Optional[list[str]] = SetOpt,
+              experiment: Optional[str] = typer.Option(None, "--experiment",
+                                                       help="MLflow experiment (default: the config's)."),
+              ui_url: Optional[str] = typer.Option(None, "--ui-url",
+                                                   help="The MLflow UI over tracking.uri (default: tracking.uri "
+                                                        "when it is an http(s) server).")) -> None:
+    """The MLflow UI link to the experiment's runs in the comparison view (accuracies as columns, best first).
+
+    Opens the experiment as a run does: creates it when it does not exist yet.
+    """
+    quiet()  # the link is the whole output
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    cfg = load(config, overrides)
+    from configs.errors import UserError
+    from tasks.tracking.mlflow_adapter import comparison_link
+
+    uri = cfg.tracking.uri
+    base = ui_url or (uri if uri.startswith(("http://", "https://")) else None)
+    try:
+        if base is None:
+            raise UserError(f"tracking.uri {uri} is not an MLflow server: pass the UI's address with --ui-url "
+                            "(`make ui`: http://127.0.0.1:5000)")
+        print(comparison_link(cfg.tracking, experiment or cfg.tracking.experiment or cfg.dataset.name, base),
+              flush=True)
+    except UserError as exc:
+        fail(exc)

@@ -266,6 +266,11 @@ class TrainConfig(_Strict):
     # lazily from Zarr. The decision is logged.
     features_in_memory: bool = Field(
         True, title="Features in memory", description="Hold the feature set in RAM when it fits.")
+    # Likewise the stored uint8 clips (models that read them, or the autoencoder stage deriving its targets)
+    # and the stored reconstruction targets; lazy reads cost a Zarr read and decompression per item.
+    clips_in_memory: bool = Field(
+        True, title="Clips in memory",
+        description="Hold the stored clips and reconstruction targets in RAM when they fit.")
     # bf16 autocast on CUDA
     amp: bool = Field(True, title="bf16 on CUDA", description="Use bf16 autocast on CUDA devices.")
     # bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX): faster (1.1x for DualVGR at the paper

@@ -1,8 +1,8 @@
 """Clips flow: decode every video once into the clip store, in parallel batches, resumable.
 
-The clip group follows the dataset: new videos grow it (and the feature groups made from it) along the
-video axis, a video whose file changed is marked incomplete and decoded again, a video that left the
-mapping is quarantined as "removed from dataset". Only this driver writes completion flags and attributes.
+The clip group follows the dataset: new videos grow it (and the feature and target groups made from it)
+along the video axis, a video whose file changed is marked incomplete and decoded again, a video that left
+the mapping is quarantined as "removed from dataset". Only this driver writes completion flags and attributes.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
 
 
-def derived_feature_groups(store: Store, dataset: str, clips: SpecGroup) -> list[SpecGroup]:
-    return [g for g in store.find(dataset, "features") if g.attrs.get("clips") == clips.ref.path]
+def derived_groups(store: Store, dataset: str, clips: SpecGroup) -> list[SpecGroup]:
+    """The groups made row by row from this clip group: features and the autoencoder's stored targets."""
+    return [g for kind in ("features", "targets") for g in store.find(dataset, kind)
+            if g.attrs.get("clips") == clips.ref.path]
 
 
 def apply_index_plan(store: Store, group: SpecGroup, plan: IndexPlan, dataset: str) -> None:
@@ -61,10 +63,12 @@ def apply_index_plan(store: Store, group: SpecGroup, plan: IndexPlan, dataset: s
     written only grows again to the same size.
     """
     stale = plan.changed_rows + plan.removed_rows
-    for features in derived_feature_groups(store, dataset, group):
-        if features.num_rows:
-            features.grow(len(plan.video_ids))
-            features.mark_incomplete(stale)  # their clips are about to change or go
+    for derived in derived_groups(store, dataset, group):
+        if derived.num_rows:
+            derived.grow(len(plan.video_ids))
+            derived.mark_incomplete(stale)  # their clips are about to change or go
+            # Their index grows with their rows (a reader pairs `video_ids` with the rows, e.g. search).
+            derived.update_attrs(video_ids=plan.video_ids, names=plan.names)
     if group.num_rows:
         group.grow(len(plan.video_ids))
         group.mark_incomplete(stale)

@@ -5,22 +5,34 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tasks.tracking.views import experiment_url, run_url
+
 
 def _pct(value: Any) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
 def mlflow_links(tracking_uri: str, experiment_id: str) -> dict[str, Any]:
-    """URL builders for the MLflow UI behind `tracking_uri`; a sqlite store has no UI of its own, so None."""
+    """URL builders for the MLflow UI behind `tracking_uri`; a sqlite store has no UI of its own, so None.
+
+    "experiment" is the experiment's runs in the comparison view (accuracies as columns, best first)."""
     if not tracking_uri.startswith(("http://", "https://")):
-        return {"run": None, "model": None}
+        return {"experiment": None, "run": None, "model": None}
     base = tracking_uri.rstrip("/")
-    return {"run": lambda run_id: f"{base}/#/experiments/{experiment_id}/runs/{run_id}",
+    return {"experiment": experiment_url(base, experiment_id),
+            "run": lambda run_id: run_url(base, experiment_id, run_id),
             "model": lambda name, version: f"{base}/#/models/{name}/versions/{version}"}
 
 
 def _ref(label: str, url: str | None) -> str:
     return f"[{label}]({url})" if url else f"`{label}`"
+
+
+def _compare_ref(url: str | None) -> str:
+    if url:
+        return f"[comparison view]({url})"
+    # A tracking database has no UI of its own (`make ui` serves the demo's): the command prints the link.
+    return "`msvqa runs link CONFIG --ui-url MLFLOW_UI` prints its link (`make ui`: http://127.0.0.1:5000)"
 
 
 def pipeline_markdown(dataset: str, tracking_uri: str, experiment_id: str, parent_run_id: str, model: str,
@@ -50,6 +62,7 @@ def pipeline_markdown(dataset: str, tracking_uri: str, experiment_id: str, paren
              f"- decoded: {videos.get('decoded', '-')}",
              f"- quarantined: {videos.get('quarantined', '-')}", "",
              "## MLflow", "", f"Tracking store: `{tracking_uri}`", "",
+             f"- every run of the experiment, by test accuracy: {_compare_ref(links['experiment'])}",
              f"- pipeline run: {_ref(parent_run_id, run(parent_run_id))}"]
     if trained.get("train_run_id"):
         lines.append(f"- {model} run: {_ref(trained['train_run_id'], run(trained['train_run_id']))}")

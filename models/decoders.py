@@ -58,17 +58,31 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.mse_loss(pred, target)
 
 
+def resize_clips(clips: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 clips [B, C, F, H, W, 3] -> float32 [B, C, F, 3, S, S] in [0, 1], area-resized, contiguous.
+
+    What the stored reconstruction targets hold (tasks/train/targets.py). Contiguous, so a target read
+    from the store and one made here meet the loss in the same layout and reduce in the same order.
+    """
+    batch, num_clips, frames, height, width, _ = clips.shape
+    images = clips.reshape(-1, height, width, 3).permute(0, 3, 1, 2).float() / 255.0  # [B*C*F, 3, H, W]
+    images = F.interpolate(images, size=(size, size), mode="area")  # [B*C*F, 3, S, S]
+    return images.reshape(batch, num_clips, frames, 3, size, size).contiguous()  # [B, C, F, 3, S, S]
+
+
+def normalise_target(images: torch.Tensor, mean: tuple[float, float, float],
+                     std: tuple[float, float, float]) -> torch.Tensor:
+    """[..., 3, S, S] in [0, 1] -> the same shape in normalised (mean/std) space."""
+    mean_t = images.new_tensor(mean).view(3, 1, 1)
+    std_t = images.new_tensor(std).view(3, 1, 1)
+    return (images - mean_t) / std_t
+
+
 def make_reconstruction_target(
     clips: torch.Tensor, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
 ) -> torch.Tensor:
     """uint8 clips [B, C, F, H, W, 3] -> float targets [B, C, F, 3, S, S], resized and normalised."""
-    batch, num_clips, frames, height, width, _ = clips.shape
-    images = clips.reshape(-1, height, width, 3).permute(0, 3, 1, 2).float() / 255.0  # [B*C*F, 3, H, W]
-    images = F.interpolate(images, size=(size, size), mode="area")  # [B*C*F, 3, S, S]
-    mean_t = images.new_tensor(mean).view(1, 3, 1, 1)
-    std_t = images.new_tensor(std).view(1, 3, 1, 1)
-    images = (images - mean_t) / std_t
-    return images.view(batch, num_clips, frames, 3, size, size)  # [B, C, F, 3, S, S]
+    return normalise_target(resize_clips(clips, size), mean, std)
 
 
 @dataclass

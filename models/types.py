@@ -11,7 +11,8 @@ import torch
 class Batch:
     """One batch of questions with their videos.
 
-    Feature models read `appearance` / `motion`; end-to-end models read the uint8 clips.
+    Feature models read `appearance` / `motion`; end-to-end models read the uint8 clips; the autoencoder
+    stage's loss reads `*_targets` when they are stored.
     """
 
     question: torch.Tensor  # [B, L] int64, padded with 0 (<NULL>)
@@ -22,6 +23,10 @@ class Batch:
     motion_clips: torch.Tensor | None = None  # [B, C, F, Hm, Wm, 3] uint8
     answer: torch.Tensor | None = None  # [B] int64
     item_index: torch.Tensor | None = None  # [B] int64 position of each question in its split
+    # The autoencoder stage's stored reconstruction targets, when the store holds them (else derived from
+    # the clips): float32 in [0, 1], already at the decoder's size.
+    appearance_targets: torch.Tensor | None = None  # [B, C, F, 3, S, S] float32
+    motion_targets: torch.Tensor | None = None  # [B, C, F, 3, S, S] float32
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """This batch on `device`, with features (stored and loaded as float16) made float32 there."""

@@ -83,9 +83,6 @@ PY
 }
 
 start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
-# MLflow 3.17's UI shows its "collects usage data" notice on its home page whatever the server's telemetry
-# setting (only a dismissal stored in the browser hides it), so the printed link opens the experiments list,
-# in the model-training view (the UI's default view is GenAI, a browser preference the query overrides).
 start mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
   --backend-store-uri "sqlite:///$DATA/mlflow.db" --artifacts-destination "$DATA/mlartifacts"
 start dask-scheduler "$BIN/dask" scheduler --host 127.0.0.1 --port "$DASK_PORT" \
@@ -102,13 +99,19 @@ echo "$PREFECT_API_URL" >"$PREFECT_HOME/stack-api-url"
 # shellcheck disable=SC2086  # SERVE_CMD is a command line on purpose
 start serve $SERVE_CMD "$CONFIG" --set runner.kind=dask --set "runner.address=tcp://127.0.0.1:$DASK_PORT" \
   --set "tracking.uri=http://127.0.0.1:$MLFLOW_PORT" --set "tracking.artifact_location=$DATA/mlartifacts" "$@"
+# The printed MLflow link opens the config's experiment (created when new) in the comparison view: its runs
+# with their accuracies as columns, best first, in the model-training UI (`msvqa runs link`). It skips
+# MLflow's home page, which shows a "collects usage data" notice whatever the server's telemetry setting.
+MLFLOW_LINK=$("$BIN/msvqa" runs link "$CONFIG" --set "tracking.uri=http://127.0.0.1:$MLFLOW_PORT" \
+  --set "tracking.artifact_location=$DATA/mlartifacts" 2>/dev/null) \
+  || MLFLOW_LINK="http://127.0.0.1:$MLFLOW_PORT/#/experiments?workflowType=machine_learning"
 sleep 3
 kill -0 "$(cat "$PIDS/serve.pid")" 2>/dev/null || fail "serve exited" serve
 
 cat <<EOF
 msvqa stack up (logs: data/stack/logs, stop: scripts/stack_down.sh)
   Prefect UI      http://127.0.0.1:$PREFECT_PORT   (export PREFECT_API_URL=$PREFECT_API_URL)
-  MLflow UI       http://127.0.0.1:$MLFLOW_PORT/#/experiments?workflowType=machine_learning
+  MLflow UI       $MLFLOW_LINK
   Dask scheduler  tcp://127.0.0.1:$DASK_PORT   dashboard http://127.0.0.1:$DASK_DASHBOARD_PORT/status
   Deployments: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run pipeline/pipeline
 EOF

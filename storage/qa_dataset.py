@@ -1,4 +1,5 @@
-"""A read-only torch Dataset of questions joined with their videos' stored features or clips."""
+"""A read-only torch Dataset of questions joined with their videos' stored features, clips or
+reconstruction targets."""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def loader_context(num_workers: int, dataset: object = None) -> str | None:
     while hasattr(dataset, "dataset") and not isinstance(dataset, QADataset):  # torch Subset and the like
         dataset = dataset.dataset
     if isinstance(dataset, QADataset):
-        lazy = [arrays for arrays in (dataset.features, dataset.clips) if arrays is not None and not arrays.in_memory]
+        lazy = [arrays for arrays in (dataset.features, dataset.clips, dataset.targets)
+                if arrays is not None and not arrays.in_memory]
         if not lazy:
             return None
     return "forkserver"
@@ -119,10 +121,20 @@ def group_nbytes(ref: GroupRef, names: tuple[str, ...]) -> int:
 
 
 class QADataset(Dataset):
-    """Items are dicts of numpy values; `collate` turns a list of them into a `Batch`."""
+    """Items are dicts of numpy values; `collate` turns a list of them into a `Batch`.
 
-    def __init__(self, arrays: QAArrays, features: VideoArrays | None = None, clips: VideoArrays | None = None):
-        self.arrays, self.features, self.clips = arrays, features, clips
+    Each item carries what the dataset holds: features, uint8 clips, and the autoencoder stage's
+    stored reconstruction targets (`targets`, float32 at the decoder's size).
+    """
+
+    def __init__(self, arrays: QAArrays, features: VideoArrays | None = None, clips: VideoArrays | None = None,
+                 targets: VideoArrays | None = None):
+        self.arrays, self.features, self.clips, self.targets = arrays, features, clips, targets
+
+    def select(self, *, clips: bool = True, targets: bool = True) -> "QADataset":
+        """The same questions without the clips or targets a stage does not read (nothing is copied)."""
+        return QADataset(self.arrays, self.features, self.clips if clips else None,
+                         self.targets if targets else None)
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -143,6 +155,9 @@ class QADataset(Dataset):
         if self.clips is not None:
             item["appearance_clips"] = self.clips.row("appearance", row)  # [C, F, H, W, 3] uint8
             item["motion_clips"] = self.clips.row("motion", row)
+        if self.targets is not None:
+            item["appearance_targets"] = self.targets.row("appearance", row)  # [C, F, 3, S, S] float32
+            item["motion_targets"] = self.targets.row("motion", row)
         return item
 
 
@@ -165,6 +180,8 @@ def collate(items: list[dict]) -> Batch:
         motion=stacked("motion"),  # [B, C, Dm] float16
         appearance_clips=stacked("appearance_clips"),  # [B, C, F, H, W, 3] uint8
         motion_clips=stacked("motion_clips"),
+        appearance_targets=stacked("appearance_targets"),  # [B, C, F, 3, S, S] float32
+        motion_targets=stacked("motion_targets"),
         answer=torch.tensor([item["answer"] for item in items], dtype=torch.int64),
         item_index=torch.tensor([item["index"] for item in items], dtype=torch.int64),
     )

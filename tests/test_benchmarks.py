@@ -56,3 +56,7 @@ def test_small_benchmarks_run() -> None:
     features = run_benchmark("features.py", "--appearance", "resnet18", "--motion", "resnet18_3d", "--batch", "1",
                              "--clips", "2", "--frames", "4", "--size-app", "32", "--size-mot", "32", "--warmup", "0")
     assert features["appearance_frames_per_s"] > 0 and features["motion_clips_per_s"] > 0
+    targets = run_benchmark("ae_targets.py", "--videos", "4", "--questions-per-video", "2")
+    assert set(targets["epoch_seconds"]) == {"clips_lazy", "clips_in_memory", "targets_in_memory", "targets_lazy"}
+    # An item reads both streams' target rows, each 4 clips x 4 frames x 3 x 16 x 16 float32.
+    assert targets["bytes_per_item"]["targets"]["decompressed"] == 2 * 4 * 4 * 3 * 16 * 16 * 4

@@ -85,7 +85,7 @@ def test_pipeline_summary_puts_the_model_beside_the_baseline_and_links_mlflow():
     assert "| **all** | 16 | 62.5% | 25.0% |" in lines
     assert "| what | 8 | 50.0% | 12.5% |" in lines and "| who | 8 | 75.0% | 37.5% |" in lines
     assert "- decoded: 11" in lines and "- quarantined: 1" in lines
-    assert "- dualvgr run: [abc](http://127.0.0.1:5000/#/experiments/7/runs/abc)" in lines
+    assert "- dualvgr run: [abc](http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning)" in lines
     assert "- registered model: [d-dualvgr version 3](http://127.0.0.1:5000/#/models/d-dualvgr/versions/3)" in lines
     local = pipeline_markdown("d", "sqlite:///x.db", "7", "par", "dualvgr", {"test_acc": 0.5}, {})
     assert "- pipeline run: `par`" in local.splitlines() and "baseline" not in local

@@ -1,9 +1,11 @@
-"""What people see in MLflow and in `msvqa runs compare`: experiment kind, aliases, labelled grids, the table."""
+"""What people see in MLflow and in `msvqa runs compare`: experiment kind, the comparison view and its link,
+telemetry off, aliases, labelled grids, the table."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 import yaml
 
 from configs.schema import ModelConfig, TrackingConfig
-from tasks.tracking.mlflow_adapter import open_tracker
+from tasks.tracking.mlflow_adapter import comparison_link, open_tracker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,88 @@ def test_experiment_opens_as_model_training_also_when_it_existed_before(tmp_path
     for name in ("new", "old"):
         assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+# What MLflow 3.17's UI takes from a shared view (mlflow/server/js: the search facets, then the table and
+# chart state it shares) and how it names a runs-table column: metrics.`name`, attributes.`Models`.
+VIEW_KEYS = {"searchFilter", "orderByKey", "orderByAsc", "startTime", "lifecycleFilter", "modelVersionFilter",
+             "datasetsFilter", "selectedColumns", "columnOrder", "columnWidths", "runsHiddenMode", "compareRunCharts",
+             "compareRunSections", "viewMaximized", "runListHidden", "isAccordionReordered", "groupBy",
+             "groupsExpanded", "useGroupedValuesInCharts", "hideEmptyCharts", "globalLineChartConfig",
+             "chartsSearchFilter"}
+VIEW_TAG = "mlflow.sharedViewState.msvqa-compare"
+
+
+def test_the_comparison_view_shows_the_compared_accuracies_and_reopening_changes_nothing(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from tasks.text.vocabulary import QTYPES
+    from tasks.tracking.compare import TYPE_COLUMNS
+
+    client = MlflowClient(_cfg(tmp_path).uri)
+    # Made by an older msvqa: an outdated view, and a kind someone chose by hand.
+    old_tags = {VIEW_TAG: '{"selectedColumns": []}', "mlflow.experimentKind": "genai_development"}
+    stale = client.create_experiment("stale", artifact_location=(tmp_path / "art").as_uri(), tags=old_tags)
+    tracker = open_tracker(_cfg(tmp_path), "d")
+    tags = client.get_experiment(tracker.experiment_id).tags
+    view = json.loads(tags[VIEW_TAG])
+    assert set(view) <= VIEW_KEYS
+    # The accuracies as a training run logs them (tasks/train/run.py), the pipeline run's baseline last.
+    metrics = [column for column in view["selectedColumns"] if column.startswith("metrics.")]
+    assert metrics == ["metrics.`test_acc`", "metrics.`best_val_acc`", *(f"metrics.`test_acc_{t}`" for t in QTYPES),
+                       "metrics.`baseline_test_acc`"]
+    assert {f"metrics.`{name}`" for name in TYPE_COLUMNS} <= set(metrics)  # what `msvqa runs compare` shows
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`test_acc`", False)
+
+    writes = []
+    set_tag = MlflowClient.set_experiment_tag
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag",
+                        lambda self, *args: writes.append(args) or set_tag(self, *args))
+    again = open_tracker(_cfg(tmp_path), "d")
+    assert again.experiment_id == tracker.experiment_id and writes == []  # nothing rewritten
+    assert client.get_experiment(tracker.experiment_id).tags == tags
+    assert [e.name for e in client.search_experiments()].count("views") == 1
+    open_tracker(_cfg(tmp_path, "stale"), "d")
+    assert [key for _, key, _ in writes] == [VIEW_TAG]  # the outdated view only; the hand-set kind stays
+    updated = client.get_experiment(stale).tags
+    assert updated[VIEW_TAG] == tags[VIEW_TAG] and updated["mlflow.experimentKind"] == "genai_development"
+
+
+def test_the_pipeline_summary_links_the_comparison_view_and_runs_in_the_model_training_ui():
+    from flows.summary import pipeline_markdown
+
+    lines = pipeline_markdown("d", "http://127.0.0.1:5000/", "7", "par", "dualvgr", {"test_acc": 0.5}, {}).splitlines()
+    assert ("- every run of the experiment, by test accuracy: [comparison view](http://127.0.0.1:5000/#/experiments/7"
+            "/runs?viewStateShareKey=msvqa-compare&workflowType=machine_learning)") in lines
+    assert ("- pipeline run: [par](http://127.0.0.1:5000/#/experiments/7/runs/par"
+            "?workflowType=machine_learning)") in lines
+    local = pipeline_markdown("d", "sqlite:///x.db", "7", "par", "dualvgr", {"test_acc": 0.5}, {})
+    assert "`msvqa runs link CONFIG --ui-url MLFLOW_UI`" in local  # no UI of its own: the command that links
+
+
+def _telemetry_off_in(path: Path) -> dict[str, str]:
+    """The telemetry switches that the Makefile (`make ui`) or scripts/stack.sh export to the servers they start."""
+    found = re.findall(r"\b(MLFLOW_DISABLE_TELEMETRY|DO_NOT_TRACK)\s*:?=\s*([^\s;]+)", path.read_text())
+    return dict(found)
+
+
+def _mlflow_telemetry_disabled(env: dict[str, str]) -> bool:
+    code = "from mlflow.telemetry.utils import is_telemetry_disabled; print(is_telemetry_disabled())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_mlflow_servers_the_project_starts_have_telemetry_off(tmp_path):
+    """MLflow's server (and so its UI, which asks the server before it sends any usage event) decides from its
+    environment. Checked in a bare environment: no CI or pytest variable, which MLflow also reads as "off"."""
+    bare = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    assert not _mlflow_telemetry_disabled(bare)  # the check is not vacuous: MLflow is on by default
+    assert not _mlflow_telemetry_disabled({**bare, "DO_NOT_TRACK": "1"})  # MLflow reads only DO_NOT_TRACK=true
+    for starter in (REPO / "Makefile", REPO / "scripts" / "stack.sh"):
+        switches = _telemetry_off_in(starter)
+        assert switches.get("MLFLOW_DISABLE_TELEMETRY") == "true", starter
+        assert _mlflow_telemetry_disabled({**bare, **switches}), starter
 
 
 def test_only_video_models_become_champion_and_the_baseline_gets_its_own_alias(tmp_path):
@@ -98,11 +182,15 @@ def _project(tmp_path: Path) -> Path:
     return project
 
 
-def _compare(project: Path, *args: str) -> subprocess.CompletedProcess:
+def _runs(project: Path, command: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80", "MLFLOW_DISABLE_TELEMETRY": "true",
            "DO_NOT_TRACK": "1"}
-    return subprocess.run([sys.executable, "-m", "cli.app", "runs", "compare", *args], cwd=project, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.app", "runs", command, *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def _compare(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return _runs(project, "compare", *args)
 
 
 def test_runs_compare_uses_the_projects_demo_config_and_prints_only_the_whole_table(tmp_path):
@@ -122,3 +210,26 @@ def test_runs_compare_uses_the_projects_demo_config_and_prints_only_the_whole_ta
     assert as_json.returncode == 0 and len(as_json.stdout.strip().splitlines()) == 1
     record = json.loads(as_json.stdout)
     assert record["experiment"] == "msvqa-demo" and {r["model"] for r in record["runs"]} == {"dualvgr", "question_only"}
+
+
+def test_runs_link_opens_the_experiment_in_the_comparison_view_creating_it_once(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    project = _project(tmp_path)
+    client = MlflowClient(_cfg(project / "data").uri)
+    existing = client.get_experiment_by_name("msvqa-demo").experiment_id
+    out = _runs(project, "link", "--ui-url", "http://127.0.0.1:5000/")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout == (f"http://127.0.0.1:5000/#/experiments/{existing}/runs"
+                          "?viewStateShareKey=msvqa-compare&workflowType=machine_learning\n")
+    # An experiment no run has made yet: made now, with its view, and the same one the next time.
+    made = _runs(project, "link", "--ui-url", "http://127.0.0.1:5000", "--experiment", "new")
+    new = client.get_experiment_by_name("new")
+    link = f"http://127.0.0.1:5000/#/experiments/{new.experiment_id}/runs" \
+        "?viewStateShareKey=msvqa-compare&workflowType=machine_learning"
+    assert made.returncode == 0 and made.stdout == link + "\n", made.stderr
+    assert comparison_link(_cfg(project / "data", "new"), "new", "http://127.0.0.1:5000") == link
+    assert VIEW_TAG in new.tags and [e.name for e in client.search_experiments()].count("new") == 1
+    # A tracking database has no UI of its own: the command asks for its address.
+    no_ui = _runs(project, "link")
+    assert no_ui.returncode == 2 and "--ui-url" in no_ui.stderr and no_ui.stdout == ""

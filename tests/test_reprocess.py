@@ -212,3 +212,38 @@ def test_reprocess_deployment_is_scheduled_by_the_config(monkeypatch):
     built = dep.build_deployments(DEMO)
     assert [f"{d.flow_name}/{d.name}" for d in built] == dep.deployment_names(reprocess=True)
     assert built[-1].name == "reprocess" and [s.schedule.cron for s in built[-1].schedules] == ["30 2 * * *"]
+
+
+def test_the_index_commit_keeps_every_derived_group_consistent(tmp_path):
+    """New and changed videos: one commit grows the clip group and the groups made from it, lists the new
+    index in each, and marks every stale row incomplete; a reader of that commit sees no disagreement."""
+    from flows.clips import apply_index_plan
+    from tasks.ingest.changes import IndexPlan
+
+    store = Store(tmp_path / "store")
+    old = {"video_ids": [1, 2], "names": ["a", "b"]}
+    clips = store.spec_group("d", "clips", {"kind": "clips"})
+    derived = [store.spec_group("d", kind, {"kind": kind}) for kind in ("features", "targets")]
+
+    def setup(tx) -> None:
+        for group in [clips, *derived]:
+            view = tx.open(group.ref)
+            view.ensure_array("complete", (2,), "uint8", chunks=(1,))
+            view.ensure_array("data", (2, 3), "float32", chunks=(1, 3))
+            view.mark_complete([0, 1])
+            view.update_attrs(**old, **({} if group is clips else {"clips": clips.ref.path}))
+        tx.open(clips.ref).update_attrs(files={"a": fp("1"), "b": fp("2")})
+
+    store.transact(setup, stage="test")
+    plan = IndexPlan([1, 2, 3], ["a", "b", "c"], {"a": fp("1"), "b": fp("changed"), "c": fp("3")},
+                     new_rows=[2], changed_rows=[1])
+    before = len(store.log())
+    store.transact(lambda tx: apply_index_plan(tx, tx.open(clips.ref), plan, "d"), stage="clips")
+    assert len(store.log()) == before + 1
+    reader = Store(tmp_path / "store", mode="r")
+    for group in [clips, *derived]:
+        group = reader.open(group.ref)
+        assert group.shape("data")[0] == group.num_rows == len(group.attrs["video_ids"]) == len(group.attrs["names"]) \
+            == 3, group.ref.path
+        assert (group.attrs["video_ids"], group.attrs["names"]) == (plan.video_ids, plan.names)
+        assert group.completed().tolist() == [True, False, False], group.ref.path

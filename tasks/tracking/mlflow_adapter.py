@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from configs.errors import UserError
 from configs.schema import TrackingConfig
+from tasks.tracking.views import COMPARE_VIEW_TAG, compare_view_json, experiment_url
 
 _PARAM_LIMIT = 6000  # MLflow refuses longer param values
 CHAMPION = "champion"  # the best video model of a registered name; what `answer` and `search` default to
@@ -60,6 +61,12 @@ def prefect_flow_run_id() -> str:
         return ""
 
 
+def experiment_tags() -> dict[str, str]:
+    """What every experiment of the project carries: the model-training kind and the comparison view
+    (`tasks.tracking.views`: the compared metrics as runs-table columns, best test accuracy first)."""
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, COMPARE_VIEW_TAG: compare_view_json()}
+
+
 @dataclass
 class Tracker:
     """A tracking server (or sqlite file) and one experiment in it."""
@@ -73,19 +80,28 @@ class Tracker:
         mlflow.set_tracking_uri(self.cfg.uri)
         self.client = MlflowClient(tracking_uri=self.cfg.uri)
         found = self.client.get_experiment_by_name(self.experiment_name)
+        tags = experiment_tags()
         if found is None:
             location = self.cfg.artifact_location
             if isinstance(location, Path):
                 location.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = self.client.create_experiment(
-                self.experiment_name,
-                artifact_location=location.resolve().as_uri() if isinstance(location, Path) else location,
-                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
-            )
-        else:
-            self.experiment_id = found.experiment_id
-            if EXPERIMENT_KIND_TAG not in found.tags:  # created before the tag was set
-                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    self.experiment_name,
+                    artifact_location=location.resolve().as_uri() if isinstance(location, Path) else location,
+                    tags=tags,
+                )
+                return
+            except MlflowException:  # created meanwhile by a run starting at the same time
+                found = self.client.get_experiment_by_name(self.experiment_name)
+                if found is None:
+                    raise
+        self.experiment_id = found.experiment_id
+        # An experiment made before these tags gets them; a kind set by hand stays, the comparison view
+        # follows the project's (written only when it differs, so opening an experiment changes nothing).
+        for key, value in tags.items():
+            if key not in found.tags or (key == COMPARE_VIEW_TAG and found.tags[key] != value):
+                self.client.set_experiment_tag(self.experiment_id, key, value)
 
     # Runs
     def start_run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> str:
@@ -270,3 +286,12 @@ def experiment_exists(cfg: TrackingConfig, name: str) -> bool:
         return MlflowClient(tracking_uri=cfg.uri).get_experiment_by_name(name) is not None
     except MlflowException as exc:
         raise UserError(f"tracking.uri {cfg.uri!r} could not be opened: {exc.message}") from exc
+
+
+def comparison_link(cfg: TrackingConfig, experiment: str, ui_url: str) -> str:
+    """The MLflow UI link (`ui_url`: the UI over `cfg.uri`) to `experiment`'s runs in the comparison view.
+
+    The experiment is opened as a run opens it: created when missing (so the link works before the first
+    run; a link to the experiments list would open it in MLflow's GenAI view), its tags brought up to date.
+    """
+    return experiment_url(ui_url, open_tracker(cfg, experiment, experiment).experiment_id)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from models.decoders import Autoencoder, make_reconstruction_target, reconstruction_loss
+from models.decoders import Autoencoder, make_reconstruction_target, normalise_target, reconstruction_loss
 from models.types import Batch
 from storage.qa_dataset import collate, loader_context
 from tasks.train.distributed import DistContext, shard
@@ -20,7 +20,14 @@ TARGET_STD = (0.5, 0.5, 0.5)
 
 
 def reconstruction_targets(batch: Batch, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised on the device from the uint8 clips: [B, C, F, 3, S, S] for each stream."""
+    """Normalised on the device: [B, C, F, 3, S, S] for each stream.
+
+    From the stored targets when the batch carries them (already resized), else from the uint8 clips;
+    on CPU the two give the same bits (both resize with models.decoders.resize_clips).
+    """
+    if batch.appearance_targets is not None and batch.motion_targets is not None:
+        return (normalise_target(batch.appearance_targets, TARGET_MEAN, TARGET_STD),
+                normalise_target(batch.motion_targets, TARGET_MEAN, TARGET_STD))
     app = make_reconstruction_target(batch.appearance_clips, size, TARGET_MEAN, TARGET_STD)
     mot = make_reconstruction_target(batch.motion_clips, size, TARGET_MEAN, TARGET_STD)
     return app, mot
@@ -61,15 +68,31 @@ def autoencoder_val_loss(autoencoder: Autoencoder, dataset: Dataset, batch_size:
     return total / max(seen, 1)
 
 
+def distinct_video_items(dataset: Dataset, count: int) -> list[int]:
+    """The first `count` items about different videos (questions come grouped by video, so the first few
+    items are often one video asked several times)."""
+    video_ids = getattr(getattr(dataset, "arrays", None), "video_ids", None)
+    if video_ids is None:
+        return list(range(min(count, len(dataset))))
+    _, first = np.unique(np.asarray(video_ids), return_index=True)
+    return sorted(first.tolist())[:count]
+
+
 @torch.inference_mode()
 def reconstruction_samples(autoencoder: Autoencoder, dataset: Dataset, size: int, device: str,
-                           count: int = 4) -> dict[str, np.ndarray]:
-    """First frame of each clip, input above reconstruction, for `count` items: uint8 [count*2, C, S, S, 3]."""
+                           count: int = 4) -> tuple[dict[str, np.ndarray], list[int]]:
+    """First frame of each clip, input above reconstruction, for `count` items of different videos.
+
+    Returns uint8 [count*2, C, S, S, 3] per stream and the items' video ids (None where unknown).
+    """
     autoencoder.eval()
-    batch = collate([dataset[i] for i in range(min(count, len(dataset)))]).to(device)
+    items = distinct_video_items(dataset, count)
+    batch = collate([dataset[i] for i in items]).to(device)
     recon = autoencoder(batch)
     app_target, mot_target = reconstruction_targets(batch, size)
     autoencoder.train()
+    video_ids = getattr(getattr(dataset, "arrays", None), "video_ids", None)
+    ids = [int(video_ids[i]) if video_ids is not None else None for i in items]
 
     def to_uint8(x: torch.Tensor) -> np.ndarray:  # [B, C, 3, S, S] normalised -> [B, C, S, S, 3] uint8
         x = x * torch.tensor(TARGET_STD, device=x.device).view(1, 1, 3, 1, 1) + torch.tensor(
@@ -81,4 +104,4 @@ def reconstruction_samples(autoencoder: Autoencoder, dataset: Dataset, size: int
         first = slice(None), slice(None), 0  # first frame of every clip
         pairs = np.stack([to_uint8(target[first]), to_uint8(pred[first])], axis=1)  # [B, 2, C, S, S, 3]
         out[name] = pairs.reshape(-1, *pairs.shape[2:])  # [B*2, C, S, S, 3]
-    return out
+    return out, ids

@@ -87,7 +87,8 @@ def seed_everything(seed: int) -> None:
 def training_dir(config: PipelineConfig, data: QAData, model_cfg: ModelConfig) -> Path:
     """Checkpoints are keyed by everything that shapes training, so a rerun of the same config resumes."""
     # Settings that change speed or logging but not the numbers stay out of the key.
-    ignored = {"device", "num_workers", "checkpoint_dir", "baseline", "compare_with", "compile", "features_in_memory"}
+    ignored = {"device", "num_workers", "checkpoint_dir", "baseline", "compare_with", "compile", "features_in_memory",
+               "clips_in_memory"}
     # Memory settings too (gradient accumulation, activation checkpointing): a run that did not fit can
     # resume with them on, and older keys stay as they were.
     exclude = {**dict.fromkeys(ignored, True), "autoencoder": {"accumulate"}, "qa": {"accumulate"}}

@@ -1,9 +1,10 @@
 """Everything training and evaluation need from the store, resolved once from the config: the splits,
-the vocabularies, GloVe, and whether features are held in memory."""
+the vocabularies, GloVe, the autoencoder stage's reconstruction targets, and what is held in memory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ from tasks.text.annotations import SPLITS
 from tasks.text.vocabulary import Vocabularies
 from tasks.text.store import read_vocabularies, text_spec
 from tasks.train.log import run_logger
+from tasks.train.targets import KIND as TARGETS, STREAMS, config_targets_spec
 
 
 @dataclass
 class QAData:
-    """The three splits over one text group, one clip group and one feature group."""
+    """The three splits over one text group, one clip group and one feature group (and, for the
+    autoencoder stage, the stored reconstruction targets when the snapshot holds them)."""
 
     text: SpecGroup
     clips: SpecGroup | None
@@ -32,6 +35,14 @@ class QAData:
     splits: dict[str, QADataset]
     dropped: dict[str, int]  # questions per split whose video has no stored features
     glove: torch.Tensor | None
+    # Not among spec_hashes: stored or derived, the targets are the same bits, so the checkpoint key
+    # (and a model's lineage) does not depend on which.
+    targets: SpecGroup | None = None
+
+    def for_qa(self, clips: bool) -> "QAData":
+        """The splits as the QA stage and test read them: no targets, and clips only for models that read them."""
+        return replace(self, splits={name: split.select(clips=clips, targets=False)
+                                     for name, split in self.splits.items()})
 
     @property
     def spec_hashes(self) -> dict[str, str]:
@@ -53,12 +64,17 @@ def _complete_group(store: Store, config: PipelineConfig, kind: str, spec: dict,
     return group
 
 
-def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips: bool = False) -> QAData:
-    """Open the groups this config names; questions whose video is not stored are set aside and counted."""
+def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips: bool = False,
+                 with_targets: bool = False) -> QAData:
+    """Open the groups this config names; questions whose video is not stored are set aside and counted.
+
+    `with_clips`: the model reads the uint8 clips. `with_targets`: the autoencoder stage runs, so the
+    splits carry the stored reconstruction targets, or else the clips to derive them from.
+    """
     # One snapshot for everything (store.snapshot, else the tip now): its id is the run's data lineage.
     store = open_store(config.store, mode="r")
     text = _complete_group(store, config, "text", text_spec(config.text, config.dataset.root), "text")
-    clips = features = None
+    clips = features = targets = None
     video_ids = usable = None
     if with_video:
         clips = _complete_group(store, config, "clips", clip_spec(config.clips), "clips")
@@ -68,11 +84,17 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
         usable = np.flatnonzero(features.completed())
         if len(usable) == 0:
             raise UserError(f"feature group {features.ref.path} holds no complete video: run `msvqa features`")
-    feature_arrays = None
+        if with_targets:
+            targets = stored_targets(store, config, clips, usable)
+    names = ("appearance", "motion")
+    feature_arrays = clip_arrays = target_arrays = None
     if features is not None:
-        names = ("appearance", "motion")
         feature_arrays = VideoArrays(features.ref, names, in_memory=features_in_memory(config, features.ref, names))
-    clip_arrays = VideoArrays(clips.ref, ("appearance", "motion"), in_memory=False) if (with_clips and clips) else None
+    if targets is not None:
+        target_arrays = VideoArrays(targets.ref, STREAMS,
+                                    in_memory=clips_in_memory(config, targets.ref, STREAMS, "reconstruction targets"))
+    if clips is not None and (with_clips or (with_targets and targets is None)):
+        clip_arrays = VideoArrays(clips.ref, names, in_memory=clips_in_memory(config, clips.ref, names))
     splits, dropped = {}, {}
     for split in SPLITS:
         arrays = load_split(text.ref, split, video_ids, usable)
@@ -82,24 +104,55 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
             arrays = arrays.subset(keep)
         else:
             dropped[split] = 0
-        splits[split] = QADataset(arrays, feature_arrays if with_video else None, clip_arrays)
+        splits[split] = QADataset(arrays, feature_arrays, clip_arrays, target_arrays)
     glove = torch.from_numpy(text.read("glove")) if text.has_array("glove") else None
-    return QAData(text, clips, features, read_vocabularies(text.ref), splits, dropped, glove)
+    return QAData(text, clips, features, read_vocabularies(text.ref), splits, dropped, glove, targets)
+
+
+def stored_targets(store: Store, config: PipelineConfig, clips: SpecGroup, usable: np.ndarray) -> SpecGroup | None:
+    """The targets group when it holds every usable video at this snapshot; else None, and the fallback is logged."""
+    group = store.peek(config.dataset.name, TARGETS, config_targets_spec(config, clips.ref.spec_hash))
+    flags = group.completed() if group is not None and group.num_rows else np.zeros(0, dtype=bool)
+    done = np.zeros(int(usable.max()) + 1, dtype=bool)
+    done[:min(len(flags), len(done))] = flags[:len(done)]
+    missing = int((~done[usable]).sum())
+    if group is not None and not missing:
+        run_logger().info("reconstruction targets: stored group %s", group.ref.path)
+        return group
+    why = "no targets group" if group is None else f"{missing} videos without targets"
+    run_logger().info("reconstruction targets: derived from the clips of %s on the fly (%s at snapshot %s)",
+                      clips.ref.path, why, store.snapshot_id)
+    return None
 
 
 def features_in_memory(config: PipelineConfig, ref, names: tuple[str, ...]) -> bool:
-    """In memory when asked for and it fits in half the available memory; else read lazily from Zarr.
+    """In memory when `train.features_in_memory` asks for it and it fits; else read lazily from Zarr."""
+    return fits_in_memory("features", config.train.features_in_memory, "train.features_in_memory", ref, names)
+
+
+def clips_in_memory(config: PipelineConfig, ref, names: tuple[str, ...], what: str = "clips") -> bool:
+    """The clips (and the stored reconstruction targets) in memory when `train.clips_in_memory` asks and they fit."""
+    return fits_in_memory(what, config.train.clips_in_memory, "train.clips_in_memory", ref, names)
+
+
+def fits_in_memory(what: str, wanted: bool, switch: str, ref, names: tuple[str, ...]) -> bool:
+    """In memory when asked for and twice the arrays fit in the available memory; else read lazily from Zarr.
 
     The decision is logged: a run that falls back to lazy reads is slower, and should say why.
     """
-    if not config.train.features_in_memory:
+    if not wanted:
+        run_logger().info("%s of %s: read lazily from the store (%s is off)", what, ref.path, switch)
         return False
-    needed, available = group_nbytes(ref, names) * 2, available_memory()  # x2: float32 copies while batching
+    # x2: room for the batches gathered from them (features: their float32 copies). Under torchrun every
+    # rank on this machine decides at the same moment and holds its own copy, so each must fit per rank.
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    needed, available = group_nbytes(ref, names) * 2 * ranks, available_memory()
     keep = available is None or needed < available
-    where = "in memory" if keep else "read lazily from the store (train.features_in_memory is on, but they do not fit)"
+    where = "in memory" if keep else f"read lazily from the store ({switch} is on, but they do not fit)"
     known = "unknown" if available is None else f"{available / 2**20:.0f} MiB"
-    run_logger().info("features of %s: %s; twice their size is %.0f MiB, MemAvailable %s", ref.path, where,
-                      needed / 2**20, known)
+    per_rank = f" for each of {ranks} ranks" if ranks > 1 else ""
+    run_logger().info("%s of %s: %s; twice their size%s is %.0f MiB, MemAvailable %s", what, ref.path, where,
+                      per_rank, needed / 2**20, known)
     return keep
 
 

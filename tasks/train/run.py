@@ -32,6 +32,7 @@ from tasks.train.distributed import DistContext
 from tasks.train.evaluate import evaluate, predictions_table
 from tasks.train.precision import precision_name
 from tasks.train.publish import log_bundle, log_lineage, register
+from tasks.train.targets import ensure_targets
 from tasks.train.loop import StageResult, qa_loss_fn, qa_validator, run_stage
 
 BASELINE_MODEL = "question_only"  # the language-prior floor every video model is compared with
@@ -97,9 +98,11 @@ def _autoencoder_stage(config: PipelineConfig, data: QAData, model, tracker, run
                            seed=config.train.seed, on_epoch=_log_epochs(tracker, run_id), progress=progress, ctx=ctx,
                            unused_parameters=True, **speed)
     if ctx.is_main:
-        samples = reconstruction_samples(autoencoder, val if len(val) else data.splits["train"], size, device)
+        samples, video_ids = reconstruction_samples(autoencoder, val if len(val) else data.splits["train"], size,
+                                                    device)
         for name, rows in samples.items():  # rows alternate: a video's input clips, then their decoding
-            row_labels = [f"video {i // 2 + 1} {'decoded' if i % 2 else 'input'}" for i in range(rows.shape[0])]
+            row_labels = [f"video {video_ids[i // 2] if video_ids[i // 2] is not None else i // 2 + 1} "
+                          f"{'decoded' if i % 2 else 'input'}" for i in range(rows.shape[0])]
             column_labels = [f"clip {j + 1}\nframe 1" for j in range(rows.shape[1])]
             figure = labelled_grid(rows, row_labels, column_labels, title=f"{name}: input / decoded")
             tracker.log_figure(run_id, figure, f"reconstructions/reconstruction_{name}.png")
@@ -112,8 +115,9 @@ def _set_backbones_trainable(model, stage: str, model_cfg: ModelConfig) -> None:
         model.set_backbones_trainable(stage in model_cfg.train_backbones)
 
 
-def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, tracker, run_id: str, device: str,
-              with_autoencoder: bool, ctx: DistContext) -> tuple[Any, dict[str, list], StageResult]:
+def _train_qa(config: PipelineConfig, data: QAData, qa_data: QAData, model_cfg: ModelConfig, tracker, run_id: str,
+              device: str, with_autoencoder: bool, ctx: DistContext) -> tuple[Any, dict[str, list], StageResult]:
+    """Stage one on `data` (with targets or clips), stage two on `qa_data` (what the QA stage reads)."""
     ckpt = training_dir(config, data, model_cfg)
     model = make_model(model_cfg, config, data, config.train.seed).to(device)
     total, trainable = count_parameters(model)
@@ -126,11 +130,11 @@ def _train_qa(config: PipelineConfig, data: QAData, model_cfg: ModelConfig, trac
                                                       model_cfg.name).history
     _set_backbones_trainable(model, "qa", model_cfg)
     stage, speed = config.train.qa, _speed(config, device)
-    validate = qa_validator(model, data.splits["val"], stage.batch_size, device, speed["num_workers"], speed["amp"],
-                            ctx)
+    validate = qa_validator(model, qa_data.splits["val"], stage.batch_size, device, speed["num_workers"],
+                            speed["amp"], ctx)
     with _step_progress(model_cfg.name, "qa", ctx) as progress:
         result = run_stage(name="qa", model=model, loss_fn=qa_loss_fn(model_cfg.alpha, model_cfg.beta),
-                           train_set=data.splits["train"], validate=validate, monitor="val_acc",
+                           train_set=qa_data.splits["train"], validate=validate, monitor="val_acc",
                            higher_is_better=True, cfg=stage, device=device, checkpoint_dir=ckpt / "qa",
                            seed=config.train.seed, on_epoch=_log_epochs(tracker, run_id), progress=progress,
                            ctx=ctx, **speed)
@@ -171,7 +175,8 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
     device = device or resolve_device(config.train.device)
     tune_kernels_for(device)
     with_ae = entry.uses_video and config.train.autoencoder.epochs > 0
-    data = load_qa_data(config, with_video=entry.uses_video, with_clips=with_ae or entry.uses_clips)
+    data = training_data(config, entry.uses_video, entry.uses_clips, with_ae, ctx)
+    qa_data = data.for_qa(clips=entry.uses_clips)  # a feature model's QA stage and test read no clip rows
     tracker = open_tracker(config.tracking, config.dataset.name) if ctx.is_main else NullTracker()
     tags = {"stage": "train", "model": model_cfg.name, "git.commit": git_commit(),
             "mlflow.source.git.commit": git_commit(), "prefect.flow_run_id": prefect_flow_run_id(),
@@ -189,10 +194,11 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
             log_lineage(tracker, run_id, config, data)
         monitor = config.tracking.system_metrics
         with tracker.system_metrics(run_id) if monitor else contextlib.nullcontext():
-            model, histories, result = _train_qa(config, data, model_cfg, tracker, run_id, device, with_ae, ctx)
+            model, histories, result = _train_qa(config, data, qa_data, model_cfg, tracker, run_id, device, with_ae,
+                                                 ctx)
         figures["histories"] = histories
         if ctx.is_main:
-            acc, by_type, counts = _test(config, data, model, tracker, run_id, device)
+            acc, by_type, counts = _test(config, qa_data, model, tracker, run_id, device)
             figures.update(val_acc=result.best_metric, test_acc=acc, test_acc_by_type=by_type, counts_by_type=counts)
             tracker.log_figure(run_id, training_curves(histories), "plots/training_curves.png")
             tracker.log_figure(run_id, accuracy_by_type({model_cfg.name: by_type}, counts), BY_TYPE_PLOT)
@@ -208,6 +214,18 @@ def train_model(config: PipelineConfig, parent_run_id: str | None, model_name: s
         raise  # under torchrun, a failed rank makes torchrun stop the others
     ctx.barrier()  # the other ranks wait while rank 0 evaluates and logs
     return {"run_id": run_id, "model": model_cfg.name, **figures}
+
+
+def training_data(config: PipelineConfig, uses_video: bool, uses_clips: bool, with_autoencoder: bool,
+                  ctx: DistContext = DistContext()) -> QAData:
+    """The store's data for one model; with the autoencoder stage, its stored targets are built first.
+
+    Every way of training (the flows, the ablation, torchrun ranks) comes through here, so the targets
+    are built once, on rank 0, before any rank reads the snapshot it will train on.
+    """
+    if with_autoencoder:
+        ensure_targets(config, ctx, prefect_flow_run_id() or None)
+    return load_qa_data(config, with_video=uses_video, with_clips=uses_clips, with_targets=with_autoencoder)
 
 
 def comparison_models(config: PipelineConfig) -> list[str]:
