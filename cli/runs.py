@@ -45,38 +45,43 @@ def print_table(frame, file=None) -> None:
     console.print(table)
 
 
-@app.command("compare")
-def runs_compare(config: Optional[Path] = typer.Argument(
-                     None, help=f"YAML config (tracking URI; default: {DEFAULT_CONFIG} when it exists, else built-in)."),
-                 overrides: Optional[list[str]] = SetOpt,
-                 experiment: Optional[str] = typer.Option(None, "--experiment",
-                                                          help="MLflow experiment (default: the config's)."),
-                 json_out: bool = JsonOpt) -> None:
-    """Every trained model run: val/test accuracy, per question type, beside its question-only baseline."""
-    quiet()  # the table is the whole output: no title, no result dict, no timing line
+# Both commands read the project's default config when given none, and name the experiment as runs do.
+ConfigArg = typer.Argument(
+    None, help=f"YAML config (tracking URI; default: {DEFAULT_CONFIG} when it exists, else built-in).")
+ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment (default: the config's).")
+
+
+def _load_project_config(config: Optional[Path], overrides: Optional[list[str]]):
+    """The config given, else the project's demo config when run from the project folder, else the built-in."""
     if config is None and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
-    cfg = load(config, overrides)
+    return load(config, overrides)
+
+
+@app.command("compare")
+def runs_compare(config: Optional[Path] = ConfigArg, overrides: Optional[list[str]] = SetOpt,
+                 experiment: Optional[str] = ExperimentOpt, json_out: bool = JsonOpt) -> None:
+    """Every trained model run: val/test accuracy, per question type, beside its question-only baseline."""
+    quiet()  # the table is the whole output: no title, no result dict, no timing line
+    cfg = _load_project_config(config, overrides)
     from configs.errors import UserError
     from tasks.tracking.compare import compare_runs, runs_records
+    from tasks.tracking.mlflow_adapter import experiment_name
 
     try:
         frame = compare_runs(cfg, experiment)
     except UserError as exc:
         fail(exc)
     if json_out:
-        name = experiment or cfg.tracking.experiment or cfg.dataset.name
+        name = experiment_name(cfg.tracking, cfg.dataset.name, experiment)
         print(json.dumps({"experiment": name, "runs": runs_records(frame)}, default=str), flush=True)
     else:
         print_table(frame)
 
 
 @app.command("link")
-def runs_link(config: Optional[Path] = typer.Argument(
-                  None, help=f"YAML config (tracking URI; default: {DEFAULT_CONFIG} when it exists, else built-in)."),
-              overrides: Optional[list[str]] = SetOpt,
-              experiment: Optional[str] = typer.Option(None, "--experiment",
-                                                       help="MLflow experiment (default: the config's)."),
+def runs_link(config: Optional[Path] = ConfigArg, overrides: Optional[list[str]] = SetOpt,
+              experiment: Optional[str] = ExperimentOpt,
               ui_url: Optional[str] = typer.Option(None, "--ui-url",
                                                    help="The MLflow UI over tracking.uri (default: tracking.uri "
                                                         "when it is an http(s) server).")) -> None:
@@ -85,9 +90,7 @@ def runs_link(config: Optional[Path] = typer.Argument(
     Opens the experiment as a run does: creates it when it does not exist yet.
     """
     quiet()  # the link is the whole output
-    if config is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
-    cfg = load(config, overrides)
+    cfg = _load_project_config(config, overrides)
     from configs.errors import UserError
     from tasks.tracking.mlflow_adapter import comparison_link
 
@@ -97,7 +100,6 @@ def runs_link(config: Optional[Path] = typer.Argument(
         if base is None:
             raise UserError(f"tracking.uri {uri} is not an MLflow server: pass the UI's address with --ui-url "
                             "(`make ui`: http://127.0.0.1:5000)")
-        print(comparison_link(cfg.tracking, experiment or cfg.tracking.experiment or cfg.dataset.name, base),
-              flush=True)
+        print(comparison_link(cfg.tracking, cfg.dataset.name, base, experiment), flush=True)
     except UserError as exc:
         fail(exc)

@@ -83,10 +83,7 @@ def pending_rows(store: Store, config: PipelineConfig) -> int:
     quarantined = clips.quarantined()
     undecoded = sum(1 for row, name in enumerate(names) if not done[row] and name not in quarantined)
     features = store.peek(config.dataset.name, "features", feature_spec(config.features, clips.ref.spec_hash))
-    extracted = np.zeros_like(done)
-    if features is not None and features.num_rows:
-        flags = features.completed()
-        extracted[:len(flags)] = flags[:len(done)]
+    extracted = features.completed(len(done)) if features is not None else np.zeros_like(done)
     return undecoded + int((done & ~extracted).sum())
 
 

@@ -185,8 +185,15 @@ class SpecGroup:
         return infos
 
     # Completion: written by the driver only, in the commit that brings the rows' data.
-    def completed(self) -> np.ndarray:
-        return self.read(COMPLETE).astype(bool)
+    def completed(self, rows: int | None = None) -> np.ndarray:
+        """Completion flags per row; with `rows`, exactly that many, where rows the group does not hold (yet)
+        read as not complete, as a derived group's flags are read against its clip group's rows."""
+        flags = self.read(COMPLETE).astype(bool) if self.num_rows else np.zeros(0, dtype=bool)
+        if rows is None:
+            return flags
+        padded = np.zeros(rows, dtype=bool)
+        padded[:min(rows, len(flags))] = flags[:rows]
+        return padded
 
     def mark_complete(self, rows: Iterable[int]) -> None:
         rows = sorted({int(r) for r in rows})

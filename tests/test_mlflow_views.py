@@ -228,7 +228,7 @@ def test_runs_link_opens_the_experiment_in_the_comparison_view_creating_it_once(
     link = f"http://127.0.0.1:5000/#/experiments/{new.experiment_id}/runs" \
         "?viewStateShareKey=msvqa-compare&workflowType=machine_learning"
     assert made.returncode == 0 and made.stdout == link + "\n", made.stderr
-    assert comparison_link(_cfg(project / "data", "new"), "new", "http://127.0.0.1:5000") == link
+    assert comparison_link(_cfg(project / "data", "new"), "d", "http://127.0.0.1:5000") == link
     assert VIEW_TAG in new.tags and [e.name for e in client.search_experiments()].count("new") == 1
     # A tracking database has no UI of its own: the command asks for its address.
     no_ui = _runs(project, "link")

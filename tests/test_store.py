@@ -35,6 +35,16 @@ def test_rows_write_read_and_completion_by_the_driver(tmp_path):
     assert np.array_equal(group.read("x", np.array([2, 0]))[0], value)
 
 
+def test_completion_read_against_more_or_fewer_rows_than_the_group_holds(tmp_path):
+    store = Store(tmp_path / "s.zarr")
+    group = store.spec_group("ds", "features", {"k": 1})
+    assert group.completed(3).tolist() == [False, False, False]  # no arrays yet: nothing is complete
+    group.ensure_array("complete", (3,), "uint8")
+    group.mark_complete([0, 2])
+    assert group.completed(5).tolist() == [True, False, True, False, False]  # rows it does not hold yet
+    assert group.completed(2).tolist() == [True, False]
+
+
 def test_ensure_array_keeps_data_and_refuses_other_shapes(tmp_path):
     group = Store(tmp_path / "s.zarr").spec_group("ds", "f", {})
     group.ensure_array("a", (2, 3), "float16")

@@ -10,7 +10,7 @@ import pandas as pd
 from configs.errors import UserError
 from configs.schema import PipelineConfig
 from tasks.text.vocabulary import QTYPES
-from tasks.tracking.mlflow_adapter import Tracker, experiment_exists, open_tracker
+from tasks.tracking.mlflow_adapter import Tracker, experiment_exists, experiment_name, open_tracker
 
 TYPE_COLUMNS = [f"test_acc_{t}" for t in QTYPES]
 COLUMNS = ["run_name", "model", "val_acc", "test_acc", *TYPE_COLUMNS, "baseline_test_acc", "start_time", "run_id"]
@@ -23,7 +23,7 @@ def _tracker(source: Tracker | PipelineConfig, experiment: str | None) -> Tracke
         cfg, dataset = source.cfg, source.experiment_name
     else:
         cfg, dataset = source.tracking, source.dataset.name
-    name = experiment or cfg.experiment or dataset
+    name = experiment_name(cfg, dataset, experiment)
     if not experiment_exists(cfg, name):
         raise UserError(f"experiment {name!r} does not exist in tracking.uri {cfg.uri}")
     return open_tracker(cfg, dataset, name)

@@ -273,9 +273,14 @@ class NullTracker:
         return lambda *args, **kwargs: None
 
 
+def experiment_name(cfg: TrackingConfig, dataset_name: str, experiment: str | None = None) -> str:
+    """The experiment a command means: the one it names, else tracking.experiment, else the dataset's name."""
+    return experiment or cfg.experiment or dataset_name
+
+
 def open_tracker(cfg: TrackingConfig, dataset_name: str, experiment: str | None = None) -> Tracker:
     try:
-        return Tracker(cfg, experiment or cfg.experiment or dataset_name)
+        return Tracker(cfg, experiment_name(cfg, dataset_name, experiment))
     except MlflowException as exc:
         raise UserError(f"tracking.uri {cfg.uri!r} could not be opened: {exc.message}") from exc
 
@@ -288,10 +293,10 @@ def experiment_exists(cfg: TrackingConfig, name: str) -> bool:
         raise UserError(f"tracking.uri {cfg.uri!r} could not be opened: {exc.message}") from exc
 
 
-def comparison_link(cfg: TrackingConfig, experiment: str, ui_url: str) -> str:
-    """The MLflow UI link (`ui_url`: the UI over `cfg.uri`) to `experiment`'s runs in the comparison view.
+def comparison_link(cfg: TrackingConfig, dataset_name: str, ui_url: str, experiment: str | None = None) -> str:
+    """The MLflow UI link (`ui_url`: the UI over `cfg.uri`) to the experiment's runs in the comparison view.
 
     The experiment is opened as a run opens it: created when missing (so the link works before the first
     run; a link to the experiments list would open it in MLflow's GenAI view), its tags brought up to date.
     """
-    return experiment_url(ui_url, open_tracker(cfg, experiment, experiment).experiment_id)
+    return experiment_url(ui_url, open_tracker(cfg, dataset_name, experiment).experiment_id)

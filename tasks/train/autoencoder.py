@@ -68,10 +68,15 @@ def autoencoder_val_loss(autoencoder: Autoencoder, dataset: Dataset, batch_size:
     return total / max(seen, 1)
 
 
+def _video_ids(dataset: Dataset) -> np.ndarray | None:
+    """Each item's video id, where the dataset knows them (a QADataset does)."""
+    return getattr(getattr(dataset, "arrays", None), "video_ids", None)
+
+
 def distinct_video_items(dataset: Dataset, count: int) -> list[int]:
     """The first `count` items about different videos (questions come grouped by video, so the first few
     items are often one video asked several times)."""
-    video_ids = getattr(getattr(dataset, "arrays", None), "video_ids", None)
+    video_ids = _video_ids(dataset)
     if video_ids is None:
         return list(range(min(count, len(dataset))))
     _, first = np.unique(np.asarray(video_ids), return_index=True)
@@ -91,7 +96,7 @@ def reconstruction_samples(autoencoder: Autoencoder, dataset: Dataset, size: int
     recon = autoencoder(batch)
     app_target, mot_target = reconstruction_targets(batch, size)
     autoencoder.train()
-    video_ids = getattr(getattr(dataset, "arrays", None), "video_ids", None)
+    video_ids = _video_ids(dataset)
     ids = [int(video_ids[i]) if video_ids is not None else None for i in items]
 
     def to_uint8(x: torch.Tensor) -> np.ndarray:  # [B, C, 3, S, S] normalised -> [B, C, S, S, 3] uint8

@@ -112,10 +112,7 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
 def stored_targets(store: Store, config: PipelineConfig, clips: SpecGroup, usable: np.ndarray) -> SpecGroup | None:
     """The targets group when it holds every usable video at this snapshot; else None, and the fallback is logged."""
     group = store.peek(config.dataset.name, TARGETS, config_targets_spec(config, clips.ref.spec_hash))
-    flags = group.completed() if group is not None and group.num_rows else np.zeros(0, dtype=bool)
-    done = np.zeros(int(usable.max()) + 1, dtype=bool)
-    done[:min(len(flags), len(done))] = flags[:len(done)]
-    missing = int((~done[usable]).sum())
+    missing = len(usable) if group is None else int((~group.completed(int(usable.max()) + 1)[usable]).sum())
     if group is not None and not missing:
         run_logger().info("reconstruction targets: stored group %s", group.ref.path)
         return group

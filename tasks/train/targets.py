@@ -61,10 +61,7 @@ def _prepare(group: SpecGroup, clips: SpecGroup, size: int) -> None:
 def missing_rows(clips: SpecGroup, targets: SpecGroup | None) -> np.ndarray:
     """Rows whose clips are complete and whose targets are not (yet, or no longer)."""
     clip_done = clips.completed()
-    done = np.zeros_like(clip_done)
-    if targets is not None and targets.num_rows:
-        flags = targets.completed()[:len(clip_done)]
-        done[:len(flags)] = flags
+    done = targets.completed(len(clip_done)) if targets is not None else np.zeros_like(clip_done)
     return np.flatnonzero(clip_done & ~done)
 
 
