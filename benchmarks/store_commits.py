@@ -8,7 +8,8 @@ processes (forkserver, warmed before the clock starts) and --videos-per-task vid
                  before Icechunk did); no completion record, no commit: the floor
   zarr_local     the same with Zarr's stock LocalStore (one write() per chunk file, as Icechunk's local
                  storage writes): on machines where one large write() costs more than the same bytes in
-                 slices (seen on dev-2c), this separates that effect from the transactions' own cost
+                 slices (dev-2c, a VM with free page reporting: writes of 2 MiB or more), this separates
+                 that effect from the transactions' own cost
   transactional  what `msvqa clips` does: the driver forks the group for each task, the workers write
                  into their forks, the driver merges each finished batch and commits it with its
                  completion flags and frame counts (the commit lock held), one commit per batch
@@ -17,6 +18,7 @@ processes (forkserver, warmed before the clock starts) and --videos-per-task vid
 commit_ms is the driver's time per batch commit (merge + completion + commit) in the transactional pass;
 empty_commit_ms is one commit that marks a single row complete, with nothing else to write (the fixed
 cost), local and on S3. The goal: transactional within 10% of plain (ratio_vs_plain >= 0.91).
+Every pass stores the clip arrays with --clips-per-chunk clips per chunk (1, as `msvqa clips` does).
 
     python benchmarks/store_commits.py --videos 16
 """
@@ -41,7 +43,7 @@ from common import cpu_name, positive_int  # noqa: E402
 from configs.schema import ClipsConfig  # noqa: E402
 from storage.store import SlicedWriteStore, Store  # noqa: E402
 from tasks.video.clips import APPEARANCE, MOTION, ClipJob, clip_spec, decode_clip_batch, decode_one  # noqa: E402
-from tasks.video.clips import prepare_clip_group  # noqa: E402
+from tasks.video.clips import clip_chunks, prepare_clip_group  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--videos-per-task", type=positive_int, default=4)
     parser.add_argument("--commits", type=positive_int, default=20, help="empty commits timed, per location")
     parser.add_argument("--repeats", type=positive_int, default=2, help="plain and local passes, alternated; best kept")
+    parser.add_argument("--clips-per-chunk", type=positive_int, default=1,
+                        help="the clip arrays' chunking in every pass: 1 as `msvqa clips` stores them, 8 (a whole "
+                             "video) as it did before the eighth session")
     return parser.parse_args(argv)
 
 
@@ -75,14 +80,14 @@ def plain_task(folder: str, jobs: list[ClipJob], cfg: ClipsConfig, sliced: bool 
 
 
 def plain_pass(folder: Path, jobs: list[ClipJob], cfg: ClipsConfig, workers: int, step: int,
-               sliced: bool = True) -> float:
+               sliced: bool = True, clips_per_chunk: int = 1) -> float:
     import zarr
     from zarr.codecs import ZstdCodec
 
     root = zarr.open_group(store=_plain_store(str(folder), sliced), mode="w")
     c, f, n = cfg.num_clips, cfg.frames_per_clip, len(jobs)
     for name, size in ((APPEARANCE, cfg.appearance_size), (MOTION, cfg.motion_size)):
-        root.create_array(name, shape=(n, c, f, size, size, 3), chunks=(1, c, f, size, size, 3), dtype="uint8",
+        root.create_array(name, shape=(n, c, f, size, size, 3), chunks=clip_chunks(cfg, size, clips_per_chunk), dtype="uint8",
                           compressors=None if cfg.compression_level is None else ZstdCodec(level=cfg.compression_level))
     batches = [jobs[i:i + step] for i in range(0, n, step)]
     os.sync()
@@ -94,9 +99,9 @@ def plain_pass(folder: Path, jobs: list[ClipJob], cfg: ClipsConfig, workers: int
 
 
 def transactional_pass(store: Store, jobs: list[ClipJob], cfg: ClipsConfig, workers: int,
-                       step: int) -> tuple[float, list[float]]:
+                       step: int, clips_per_chunk: int = 1) -> tuple[float, list[float]]:
     group = store.spec_group("bench", "clips", clip_spec(cfg))
-    prepare_clip_group(group, cfg, len(jobs))
+    prepare_clip_group(group, cfg, len(jobs), clips_per_chunk)
     ref = group.ref
     batches = [jobs[i:i + step] for i in range(0, len(jobs), step)]
     commit_s = []
@@ -157,14 +162,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         with ProcessPoolExecutor(args.workers) as pool:
             list(pool.map(make_video, paths, range(args.videos), [frames] * args.videos, [args.fps] * args.videos))
         jobs = [ClipJob(row, row + 1, path.stem, str(path)) for row, path in enumerate(paths)]
-        step, n = args.videos_per_task, args.videos
+        step, n, per_chunk = args.videos_per_task, args.videos, min(args.clips_per_chunk, CLIPS.num_clips)
         # Alternated and repeated, best kept: the first pass after generating the videos ran at half speed
         # (cold caches), whichever kind it was, and the machine is shared.
         plain_runs, local_runs, tx_runs = [], [], []
         for repeat in range(args.repeats):
-            plain_runs.append(plain_pass(work / f"plain{repeat}.zarr", jobs, CLIPS, args.workers, step))
-            local_runs.append(plain_pass(work / f"local{repeat}.zarr", jobs, CLIPS, args.workers, step, sliced=False))
-            tx_runs.append(transactional_pass(Store(work / f"store{repeat}"), jobs, CLIPS, args.workers, step))
+            plain_runs.append(plain_pass(work / f"plain{repeat}.zarr", jobs, CLIPS, args.workers, step,
+                                         clips_per_chunk=per_chunk))
+            local_runs.append(plain_pass(work / f"local{repeat}.zarr", jobs, CLIPS, args.workers, step, sliced=False,
+                                         clips_per_chunk=per_chunk))
+            tx_runs.append(transactional_pass(Store(work / f"store{repeat}"), jobs, CLIPS, args.workers, step,
+                                              per_chunk))
         plain_s, local_s = min(plain_runs), min(local_runs)
         tx_s, commit_s = min(tx_runs)
         local_commit_ms = empty_commits_ms(Store(work / "store0"), args.commits)
@@ -173,11 +181,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
         remote = Store("s3://bench/store", endpoint_url=endpoint)
-        s3_s, s3_commit_s = transactional_pass(remote, jobs, CLIPS, args.workers, step)
+        s3_s, s3_commit_s = transactional_pass(remote, jobs, CLIPS, args.workers, step, per_chunk)
         s3_commit_ms = empty_commits_ms(remote, args.commits)
         result = {
             "videos": n, "frames_per_video": frames, "workers": args.workers, "videos_per_task": step,
-            "repeats": args.repeats,
+            "repeats": args.repeats, "clips_per_chunk": per_chunk,
             "plain_videos_per_s": round(n / plain_s, 2),
             "transactional_videos_per_s": round(n / tx_s, 2),
             "ratio_vs_plain": round(plain_s / tx_s, 3),

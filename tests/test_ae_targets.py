@@ -273,6 +273,7 @@ def test_the_memory_decision_for_clips_is_logged(store_config, tmp_path, monkeyp
 def test_every_rank_on_a_machine_needs_room_for_its_own_copy_of_the_clips(store_config, tmp_path, monkeypatch,
                                                                            caplog, ranks, in_memory):
     from tasks.train import data
+    from tasks.train.distributed import context_from_env
 
     clips = open_store(store_config.store, mode="r").find(store_config.dataset.name, "clips")[0]
     twice = 2 * sum(clips.read(name).nbytes for name in ("appearance", "motion"))  # both streams, every row
@@ -282,8 +283,10 @@ def test_every_rank_on_a_machine_needs_room_for_its_own_copy_of_the_clips(store_
     monkeypatch.setattr(data, "available_memory", lambda: real(meminfo))
     if ranks:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)  # as torchrun sets it for each rank
+    ctx = context_from_env()
     with caplog.at_level(logging.INFO, logger="msvqa.train"):
-        kept = data.clips_in_memory(store_config, clips.ref, ("appearance", "motion"))
+        data.load_qa_data(store_config, with_clips=True, ranks_here=ctx.local_world_size)
+    kept = "clips of " in caplog.text and f"{clips.ref.path}: in memory" in caplog.text
     assert kept is in_memory
     assert ("for each of 4 ranks" in caplog.text) is bool(ranks)
 

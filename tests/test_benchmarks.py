@@ -60,3 +60,15 @@ def test_small_benchmarks_run() -> None:
     assert set(targets["epoch_seconds"]) == {"clips_lazy", "clips_in_memory", "targets_in_memory", "targets_lazy"}
     # An item reads both streams' target rows, each 4 clips x 4 frames x 3 x 16 x 16 float32.
     assert targets["bytes_per_item"]["targets"]["decompressed"] == 2 * 4 * 4 * 3 * 16 * 16 * 4
+
+
+@pytest.mark.timeout(120)
+def test_store_benchmark_runs_both_layouts() -> None:
+    for per_chunk in ("1", "8"):
+        store = run_benchmark("store_commits.py", "--videos", "2", "--seconds", "1", "--videos-per-task", "1",
+                              "--repeats", "1", "--commits", "2", "--clips-per-chunk", per_chunk)
+        assert store["clips_per_chunk"] == int(per_chunk) and store["commits"] == 2
+        for key in ("plain_videos_per_s", "zarr_local_videos_per_s", "transactional_videos_per_s", "s3_videos_per_s"):
+            assert store[key] > 0, key
+        assert store["empty_commit_ms"]["local"] > 0 and store["empty_commit_ms"]["s3"] > 0
+        assert store.get("cpu", "").strip()

@@ -3,7 +3,6 @@ the vocabularies, GloVe, the autoencoder stage's reconstruction targets, and wha
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -65,11 +64,12 @@ def _complete_group(store: Store, config: PipelineConfig, kind: str, spec: dict,
 
 
 def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips: bool = False,
-                 with_targets: bool = False) -> QAData:
+                 with_targets: bool = False, ranks_here: int = 1) -> QAData:
     """Open the groups this config names; questions whose video is not stored are set aside and counted.
 
     `with_clips`: the model reads the uint8 clips. `with_targets`: the autoencoder stage runs, so the
-    splits carry the stored reconstruction targets, or else the clips to derive them from.
+    splits carry the stored reconstruction targets, or else the clips to derive them from. `ranks_here`:
+    the processes on this machine loading the same data (torchrun's local world), each its own copy.
     """
     # One snapshot for everything (store.snapshot, else the tip now): its id is the run's data lineage.
     store = open_store(config.store, mode="r")
@@ -89,12 +89,14 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
     names = ("appearance", "motion")
     feature_arrays = clip_arrays = target_arrays = None
     if features is not None:
-        feature_arrays = VideoArrays(features.ref, names, in_memory=features_in_memory(config, features.ref, names))
+        feature_arrays = VideoArrays(features.ref, names, in_memory=features_in_memory(config, features.ref, names, ranks_here))
     if targets is not None:
         target_arrays = VideoArrays(targets.ref, STREAMS,
-                                    in_memory=clips_in_memory(config, targets.ref, STREAMS, "reconstruction targets"))
+                                    in_memory=clips_in_memory(config, targets.ref, STREAMS, "reconstruction targets",
+                                                                    ranks_here))
     if clips is not None and (with_clips or (with_targets and targets is None)):
-        clip_arrays = VideoArrays(clips.ref, names, in_memory=clips_in_memory(config, clips.ref, names))
+        clip_arrays = VideoArrays(clips.ref, names, in_memory=clips_in_memory(config, clips.ref, names,
+                                                                               ranks=ranks_here))
     splits, dropped = {}, {}
     for split in SPLITS:
         arrays = load_split(text.ref, split, video_ids, usable)
@@ -122,17 +124,18 @@ def stored_targets(store: Store, config: PipelineConfig, clips: SpecGroup, usabl
     return None
 
 
-def features_in_memory(config: PipelineConfig, ref, names: tuple[str, ...]) -> bool:
+def features_in_memory(config: PipelineConfig, ref, names: tuple[str, ...], ranks: int = 1) -> bool:
     """In memory when `train.features_in_memory` asks for it and it fits; else read lazily from Zarr."""
-    return fits_in_memory("features", config.train.features_in_memory, "train.features_in_memory", ref, names)
+    return fits_in_memory("features", config.train.features_in_memory, "train.features_in_memory", ref, names,
+                          ranks)
 
 
-def clips_in_memory(config: PipelineConfig, ref, names: tuple[str, ...], what: str = "clips") -> bool:
+def clips_in_memory(config: PipelineConfig, ref, names: tuple[str, ...], what: str = "clips", ranks: int = 1) -> bool:
     """The clips (and the stored reconstruction targets) in memory when `train.clips_in_memory` asks and they fit."""
-    return fits_in_memory(what, config.train.clips_in_memory, "train.clips_in_memory", ref, names)
+    return fits_in_memory(what, config.train.clips_in_memory, "train.clips_in_memory", ref, names, ranks)
 
 
-def fits_in_memory(what: str, wanted: bool, switch: str, ref, names: tuple[str, ...]) -> bool:
+def fits_in_memory(what: str, wanted: bool, switch: str, ref, names: tuple[str, ...], ranks: int = 1) -> bool:
     """In memory when asked for and twice the arrays fit in the available memory; else read lazily from Zarr.
 
     The decision is logged: a run that falls back to lazy reads is slower, and should say why.
@@ -141,8 +144,7 @@ def fits_in_memory(what: str, wanted: bool, switch: str, ref, names: tuple[str, 
         run_logger().info("%s of %s: read lazily from the store (%s is off)", what, ref.path, switch)
         return False
     # x2: room for the batches gathered from them (features: their float32 copies). Under torchrun every
-    # rank on this machine decides at the same moment and holds its own copy, so each must fit per rank.
-    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    # rank on this machine (`ranks`) decides at the same moment and holds its own copy.
     needed, available = group_nbytes(ref, names) * 2 * ranks, available_memory()
     keep = available is None or needed < available
     where = "in memory" if keep else f"read lazily from the store ({switch} is on, but they do not fit)"

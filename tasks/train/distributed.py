@@ -29,6 +29,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # ranks on this machine: each holds its own in-memory copy of the data
 
     @property
     def enabled(self) -> bool:
@@ -68,9 +69,10 @@ class DistContext:
 
 
 def context_from_env() -> DistContext:
-    """RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them; a single process when they are absent."""
+    """RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE as torchrun sets them; one process when absent."""
     return DistContext(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                       local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+                       local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def init_distributed(device: str) -> tuple[DistContext, str]:

@@ -225,7 +225,8 @@ def training_data(config: PipelineConfig, uses_video: bool, uses_clips: bool, wi
     """
     if with_autoencoder:
         ensure_targets(config, ctx, prefect_flow_run_id() or None)
-    return load_qa_data(config, with_video=uses_video, with_clips=uses_clips, with_targets=with_autoencoder)
+    return load_qa_data(config, with_video=uses_video, with_clips=uses_clips, with_targets=with_autoencoder,
+                        ranks_here=ctx.local_world_size)
 
 
 def comparison_models(config: PipelineConfig) -> list[str]:

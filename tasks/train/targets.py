@@ -47,14 +47,14 @@ def compute_targets(clips: np.ndarray, size: int) -> np.ndarray:
 
 
 def _prepare(group: SpecGroup, clips: SpecGroup, size: int) -> None:
-    """Arrays sized like the clip group (grown when it grew), one video per chunk."""
+    """Arrays sized like the clip group (grown when it grew), one clip per chunk as the clips are."""
     rows = clips.num_rows
     if group.num_rows:
         group.grow(rows)
     group.update_attrs(video_ids=clips.attrs["video_ids"], names=clips.attrs.get("names", []), clips=clips.ref.path)
     c, f = clips.shape(APPEARANCE)[1:3]
     for name in STREAMS:
-        group.ensure_array(name, (rows, c, f, 3, size, size), TARGET_DTYPE, chunks=(1, c, f, 3, size, size))
+        group.ensure_array(name, (rows, c, f, 3, size, size), TARGET_DTYPE, chunks=(1, 1, f, 3, size, size))
     group.ensure_array("complete", (rows,), "uint8", chunks=(1,), fill_value=0)
 
 
