@@ -87,7 +87,8 @@ def plain_pass(folder: Path, jobs: list[ClipJob], cfg: ClipsConfig, workers: int
     root = zarr.open_group(store=_plain_store(str(folder), sliced), mode="w")
     c, f, n = cfg.num_clips, cfg.frames_per_clip, len(jobs)
     for name, size in ((APPEARANCE, cfg.appearance_size), (MOTION, cfg.motion_size)):
-        root.create_array(name, shape=(n, c, f, size, size, 3), chunks=clip_chunks(cfg, size, clips_per_chunk), dtype="uint8",
+        root.create_array(name, shape=(n, c, f, size, size, 3), chunks=clip_chunks(cfg, size, clips_per_chunk),
+                          dtype="uint8",
                           compressors=None if cfg.compression_level is None else ZstdCodec(level=cfg.compression_level))
     batches = [jobs[i:i + step] for i in range(0, n, step)]
     os.sync()

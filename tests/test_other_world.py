@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +31,8 @@ def test_demo_model_beats_question_only_on_an_unseen_world(tmp_path):
         "train.compare_with": "[question_only]",
     }
     args = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
-    env = dict(os.environ)
     done = subprocess.run([sys.executable, "-m", "cli.app", "run", str(DEMO), *args, "--json"], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=1200)
+                          text=True, cwd=REPO, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["test_acc"] >= result["baseline_test_acc"] + MARGIN, result

@@ -89,14 +89,15 @@ def load_qa_data(config: PipelineConfig, *, with_video: bool = True, with_clips:
     names = ("appearance", "motion")
     feature_arrays = clip_arrays = target_arrays = None
     if features is not None:
-        feature_arrays = VideoArrays(features.ref, names, in_memory=features_in_memory(config, features.ref, names, ranks_here))
+        feature_arrays = VideoArrays(features.ref, names,
+                                     in_memory=features_in_memory(config, features.ref, names, ranks_here))
     if targets is not None:
         target_arrays = VideoArrays(targets.ref, STREAMS,
                                     in_memory=clips_in_memory(config, targets.ref, STREAMS, "reconstruction targets",
-                                                                    ranks_here))
+                                                              ranks_here))
     if clips is not None and (with_clips or (with_targets and targets is None)):
-        clip_arrays = VideoArrays(clips.ref, names, in_memory=clips_in_memory(config, clips.ref, names,
-                                                                               ranks=ranks_here))
+        clip_arrays = VideoArrays(clips.ref, names,
+                                  in_memory=clips_in_memory(config, clips.ref, names, ranks=ranks_here))
     splits, dropped = {}, {}
     for split in SPLITS:
         arrays = load_split(text.ref, split, video_ids, usable)
